@@ -1,0 +1,539 @@
+//! Frames <-> state: the sans-IO server engine.
+//!
+//! [`Engine`] owns no socket, no clock and no thread. A driver (the tokio runtime, a C
+//! program, a Python script, a test) feeds it and drains it:
+//!
+//! 1. For each decoded request: `let reply = engine.handle_request(peer_ip, &request);`
+//!    Then drain [`poll_change`](Engine::poll_change) (when changes are recorded) and make
+//!    them durable, then send `reply`.
+//! 2. After the reply has been sent: drain [`poll_delivery`](Engine::poll_delivery) until
+//!    `None`. Each [`Delivery`] is one TCP connection to `delivery.addr` carrying
+//!    `delivery.push`. At most one delivery per user is in flight at a time.
+//! 3. When a delivery ends, report it with
+//!    [`handle_delivery_result`](Engine::handle_delivery_result); this may make more
+//!    deliveries ready (the next message, an acknowledgement), so drain again.
+//! 4. Call [`handle_timeout`](Engine::handle_timeout) at [`poll_timeout`](Engine::poll_timeout)
+//!    to fail deliveries that outlived the delivery timeout.
+//! 5. Drain [`poll_event`](Engine::poll_event) for the console lines of SPEC 5.
+//!
+//! The engine answers every request itself, so it enforces every rule of SPEC 2 and 3; the
+//! driver only moves bytes and reports what the network did.
+
+mod registry;
+mod scheduler;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
+pub use scheduler::DeliveryId;
+use scheduler::{InFlight, InFlightPush, Scheduler};
+
+use crate::codec::MAX_FIELD_LEN;
+use crate::wire::{
+    parse_u32, ConnectReply, ConnectedUsersReply, DisconnectReply, Push, RegisterReply, Reply, Request, SendReply,
+    UnregisterReply,
+};
+
+/// Limits and policies of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Registered users at most; a REGISTER past it gets "any other error".
+    pub max_users: usize,
+    /// Pending messages per recipient at most; a SEND past it gets "any other error".
+    pub max_pending_per_user: usize,
+    /// Pending messages over all mailboxes at most.
+    pub max_pending_total: usize,
+    /// How long one delivery may take, connect to close (SPEC 3).
+    pub delivery_timeout: Duration,
+    /// Queue console [`Event`]s for [`Engine::poll_event`].
+    pub record_events: bool,
+    /// Queue state [`Change`]s for [`Engine::poll_change`] (for a durable store).
+    pub record_changes: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_users: 1_000_000,
+            max_pending_per_user: 10_000,
+            max_pending_total: 2_000_000,
+            delivery_timeout: Duration::from_secs(2),
+            record_events: true,
+            record_changes: false,
+        }
+    }
+}
+
+/// One push to make: connect to `addr`, write `push`, end as SPEC 3 says, then report the
+/// outcome with [`Engine::handle_delivery_result`] before `deadline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    /// The alias of the user the push goes to.
+    pub to: Bytes,
+    pub addr: SocketAddr,
+    pub push: Push,
+    pub deadline: Instant,
+}
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Written in full, and the listener closed cleanly.
+    Delivered,
+    /// Connecting, writing or waiting for the close failed.
+    Failed,
+}
+
+/// A console line of SPEC 5, without its `s> ` prompt (see its `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Register { alias: Bytes, ok: bool },
+    Unregister { alias: Bytes, ok: bool },
+    Connect { alias: Bytes, ok: bool },
+    Disconnect { alias: Bytes, ok: bool },
+    /// A message reached its recipient's listener.
+    Delivered { id: u32, sender: Bytes, recipient: Bytes },
+    /// A message waits in its recipient's mailbox: the recipient was offline, or the
+    /// delivery failed.
+    Stored { id: u32, sender: Bytes, recipient: Bytes },
+    ConnectedUsers { ok: bool },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let status = |ok: bool| if ok { "OK" } else { "FAIL" };
+        match self {
+            Event::Register { alias, ok } => write!(f, "REGISTER {} {}", text(alias), status(*ok)),
+            Event::Unregister { alias, ok } => write!(f, "UNREGISTER {} {}", text(alias), status(*ok)),
+            Event::Connect { alias, ok } => write!(f, "CONNECT {} {}", text(alias), status(*ok)),
+            Event::Disconnect { alias, ok } => write!(f, "DISCONNECT {} {}", text(alias), status(*ok)),
+            Event::Delivered { id, sender, recipient } => {
+                write!(f, "SEND MESSAGE {id} FROM {} TO {}", text(sender), text(recipient))
+            }
+            Event::Stored { id, sender, recipient } => {
+                write!(f, "MESSAGE {id} FROM {} TO {} STORED", text(sender), text(recipient))
+            }
+            Event::ConnectedUsers { ok } => write!(f, "CONNECTEDUSERS {}", status(*ok)),
+        }
+    }
+}
+
+/// One change of durable state. Applying a driver's changes, in order, to an empty engine
+/// with [`Engine::apply`] rebuilds its users, connections, mailboxes and id counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Registered { alias: Bytes, full_name: Bytes, birth_date: Option<Bytes> },
+    Unregistered { alias: Bytes },
+    Connected { alias: Bytes, addr: SocketAddr },
+    Disconnected { alias: Bytes },
+    /// A message entered `recipient`'s mailbox; `id` is also the sender's new last id.
+    Stored { recipient: Bytes, sender: Bytes, id: u32, body: Bytes },
+    /// `recipient`'s oldest message, named by sender and id, was delivered and removed.
+    Removed { recipient: Bytes, sender: Bytes, id: u32 },
+}
+
+/// Errors of the engine's own API (requests never fail: they get a reply code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("delivery {0:?} is not in flight (it already ended or timed out)")]
+    UnknownDelivery(DeliveryId),
+    #[error("change does not fit the engine's state: {0}")]
+    InconsistentChange(&'static str),
+}
+
+/// The message-delivery server's state and rules, without I/O. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    registry: Registry,
+    scheduler: Scheduler,
+    events: VecDeque<Event>,
+    changes: VecDeque<Change>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineConfig::default())
+    }
+}
+
+/// The id after `last` in a sender's sequence: 1, 2, ..., 4294967295, 1, ... (never 0).
+pub fn next_message_id(last: u32) -> u32 {
+    if last == u32::MAX {
+        1
+    } else {
+        last + 1
+    }
+}
+
+/// Whether `port` is a listening port as CONNECT sends it: decimal text of 1..=65535.
+pub fn parse_port(port: &[u8]) -> Option<u16> {
+    parse_u32(port).and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0)
+}
+
+/// Whether `date` is a real calendar date written `DD/MM/YYYY` or `DD-MM-YYYY` (SPEC 2.1).
+pub fn is_valid_birth_date(date: &[u8]) -> bool {
+    let [d1, d2, s1, m1, m2, s2, y @ ..] = date else { return false };
+    if y.len() != 4 || s1 != s2 || !matches!(s1, b'/' | b'-') {
+        return false;
+    }
+    let (Some(day), Some(month), Some(year)) = (parse_u32(&[*d1, *d2]), parse_u32(&[*m1, *m2]), parse_u32(y)) else {
+        return false;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    year >= 1 && (1..=days).contains(&day)
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Engine {
+            config,
+            registry: Registry::default(),
+            scheduler: Scheduler::default(),
+            events: VecDeque::new(),
+            changes: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The users, their connections and mailboxes, read-only.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Deliveries started and not yet reported.
+    pub fn in_flight(&self) -> usize {
+        self.scheduler.in_flight_count()
+    }
+
+    /// Answers one request from a client whose connection comes from `peer`.
+    pub fn handle_request(&mut self, peer: IpAddr, request: &Request) -> Reply {
+        match request {
+            Request::Register { full_name, alias, birth_date } => {
+                Reply::Register(self.register(alias, full_name, birth_date.as_ref()))
+            }
+            Request::Unregister { alias } => Reply::Unregister(self.unregister(peer, alias)),
+            Request::Connect { alias, port } => Reply::Connect(self.connect(peer, alias, port)),
+            Request::Disconnect { alias } => Reply::Disconnect(self.disconnect(peer, alias)),
+            Request::Send { sender, recipient, body } => Reply::Send(self.send(peer, sender, recipient, body)),
+            Request::ConnectedUsers { alias } => Reply::ConnectedUsers(self.connected_users(peer, alias.as_ref())),
+        }
+    }
+
+    fn register(&mut self, alias: &Bytes, full_name: &Bytes, birth_date: Option<&Bytes>) -> RegisterReply {
+        let reply = if alias.is_empty() || alias.len() > MAX_FIELD_LEN {
+            RegisterReply::Error
+        } else if self.registry.contains(alias) {
+            RegisterReply::AliasInUse
+        } else if full_name.is_empty()
+            || full_name.len() > MAX_FIELD_LEN
+            || birth_date.is_some_and(|d| !is_valid_birth_date(d))
+            || self.registry.len() >= self.config.max_users
+        {
+            RegisterReply::Error
+        } else {
+            self.registry.insert(alias, full_name, birth_date.map(|d| &d[..]));
+            self.record_change(|| Change::Registered {
+                alias: alias.clone(),
+                full_name: full_name.clone(),
+                birth_date: birth_date.cloned(),
+            });
+            RegisterReply::Ok
+        };
+        self.record_event(|| Event::Register { alias: alias.clone(), ok: reply == RegisterReply::Ok });
+        reply
+    }
+
+    fn unregister(&mut self, peer: IpAddr, alias: &Bytes) -> UnregisterReply {
+        let reply = match self.registry.get(alias) {
+            None => UnregisterReply::NoSuchUser,
+            Some(user) if user.connection.is_some_and(|c| c.addr.ip() != peer) => UnregisterReply::Error,
+            Some(_) => {
+                self.registry.remove(alias);
+                self.record_change(|| Change::Unregistered { alias: alias.clone() });
+                UnregisterReply::Ok
+            }
+        };
+        self.record_event(|| Event::Unregister { alias: alias.clone(), ok: reply == UnregisterReply::Ok });
+        reply
+    }
+
+    fn connect(&mut self, peer: IpAddr, alias: &Bytes, port: &Bytes) -> ConnectReply {
+        let reply = match (self.registry.get(alias), parse_port(port)) {
+            (None, _) => ConnectReply::NoSuchUser,
+            (Some(user), _) if user.is_connected() => ConnectReply::AlreadyConnected,
+            (Some(_), None) => ConnectReply::Error,
+            (Some(_), Some(port)) => {
+                let addr = SocketAddr::new(peer, port);
+                self.registry.connect(alias, addr);
+                self.record_change(|| Change::Connected { alias: alias.clone(), addr });
+                self.wake(alias);
+                ConnectReply::Ok
+            }
+        };
+        self.record_event(|| Event::Connect { alias: alias.clone(), ok: reply == ConnectReply::Ok });
+        reply
+    }
+
+    fn disconnect(&mut self, peer: IpAddr, alias: &Bytes) -> DisconnectReply {
+        let reply = match self.registry.get(alias).map(|u| u.connection) {
+            None => DisconnectReply::NoSuchUser,
+            Some(None) => DisconnectReply::NotConnected,
+            Some(Some(conn)) if conn.addr.ip() != peer => DisconnectReply::Error,
+            Some(Some(_)) => {
+                self.mark_disconnected(alias);
+                DisconnectReply::Ok
+            }
+        };
+        self.record_event(|| Event::Disconnect { alias: alias.clone(), ok: reply == DisconnectReply::Ok });
+        reply
+    }
+
+    fn send(&mut self, peer: IpAddr, sender: &Bytes, recipient: &Bytes, body: &Bytes) -> SendReply {
+        let (Some(from), Some(to)) = (self.registry.get(sender), self.registry.get(recipient)) else {
+            return SendReply::NoSuchUser;
+        };
+        if body.len() > MAX_FIELD_LEN
+            || from.connection.is_some_and(|c| c.addr.ip() != peer)
+            || to.mailbox.len() >= self.config.max_pending_per_user
+            || self.registry.pending_total() >= self.config.max_pending_total
+        {
+            return SendReply::Error;
+        }
+        let recipient_connected = to.is_connected();
+        let id = next_message_id(from.last_id);
+        let sender_uid = from.uid;
+        let Some(sender_key) = self.registry.key(sender).cloned() else { return SendReply::Error };
+        if let Some(from) = self.registry.get_mut(sender) {
+            from.last_id = id;
+        }
+        let body = Bytes::copy_from_slice(body);
+        self.record_change(|| Change::Stored {
+            recipient: recipient.clone(),
+            sender: sender_key.clone(),
+            id,
+            body: body.clone(),
+        });
+        self.registry.store(recipient, StoredMessage { sender: sender_key.clone(), sender_uid, id, body });
+        if recipient_connected {
+            self.wake(recipient);
+        } else {
+            self.record_event(|| Event::Stored { id, sender: sender_key, recipient: recipient.clone() });
+        }
+        SendReply::Ok { id }
+    }
+
+    fn connected_users(&mut self, peer: IpAddr, alias: Option<&Bytes>) -> ConnectedUsersReply {
+        let allowed = match alias {
+            Some(alias) => match self.registry.get(alias) {
+                None => Err(ConnectedUsersReply::Error),
+                Some(user) if !user.is_connected() => Err(ConnectedUsersReply::NotConnected),
+                Some(_) => Ok(()),
+            },
+            None if self.registry.has_connected_ip(peer) => Ok(()),
+            None => Err(ConnectedUsersReply::NotConnected),
+        };
+        let reply = match allowed {
+            Ok(()) => ConnectedUsersReply::Ok { users: self.registry.connected().cloned().collect() },
+            Err(reply) => reply,
+        };
+        self.record_event(|| Event::ConnectedUsers { ok: matches!(reply, ConnectedUsersReply::Ok { .. }) });
+        reply
+    }
+
+    /// The next push to make, if any, with its deadline counted from `now`.
+    pub fn poll_delivery(&mut self, now: Instant) -> Option<Delivery> {
+        while let Some((alias, uid)) = self.scheduler.next_ready() {
+            let Some(user) = self.registry.get_mut(&alias).filter(|u| u.uid == uid) else { continue };
+            user.queued = false;
+            let (Some(conn), false) = (user.connection, user.busy) else { continue };
+            let (push, flight_push) = if let Some(id) = user.acks.pop_front() {
+                (Push::Ack { id }, InFlightPush::Ack)
+            } else if let Some(m) = user.mailbox.front() {
+                let push = Push::Message { sender: m.sender.clone(), id: m.id, body: m.body.clone() };
+                (push, InFlightPush::Message { sender: m.sender.clone(), sender_uid: m.sender_uid, id: m.id })
+            } else {
+                continue;
+            };
+            user.busy = true;
+            let deadline = now + self.config.delivery_timeout;
+            let flight = InFlight { to: alias.clone(), uid, conn_seq: conn.seq, push: flight_push, deadline };
+            let id = self.scheduler.start(flight);
+            return Some(Delivery { id, to: alias, addr: conn.addr, push, deadline });
+        }
+        None
+    }
+
+    /// Takes the outcome of a delivery from [`poll_delivery`](Self::poll_delivery).
+    ///
+    /// A delivered message leaves the mailbox and, if its sender is connected, queues an
+    /// acknowledgement to it. A failed push marks the user it went to disconnected (if it
+    /// is still on the connection the push was made for) and keeps the message.
+    pub fn handle_delivery_result(&mut self, id: DeliveryId, outcome: DeliveryOutcome) -> Result<(), EngineError> {
+        let flight = self.scheduler.finish(id).ok_or(EngineError::UnknownDelivery(id))?;
+        let current = self.registry.get_mut(&flight.to).filter(|u| u.uid == flight.uid);
+        let on_same_connection = current.as_ref().is_some_and(|u| u.connection.is_some_and(|c| c.seq == flight.conn_seq));
+        let still_registered = current.is_some();
+        if let Some(user) = current {
+            user.busy = false;
+        }
+        match (flight.push, outcome) {
+            (InFlightPush::Message { sender, sender_uid, id }, DeliveryOutcome::Delivered) => {
+                if still_registered && self.registry.remove_front(&flight.to, &sender, id) {
+                    self.record_change(|| Change::Removed { recipient: flight.to.clone(), sender: sender.clone(), id });
+                }
+                self.record_event(|| Event::Delivered { id, sender: sender.clone(), recipient: flight.to.clone() });
+                self.acknowledge(&sender, sender_uid, id);
+            }
+            (InFlightPush::Message { sender, id, .. }, DeliveryOutcome::Failed) => {
+                self.record_event(|| Event::Stored { id, sender, recipient: flight.to.clone() });
+                if on_same_connection {
+                    self.mark_disconnected(&flight.to);
+                }
+            }
+            (InFlightPush::Ack, DeliveryOutcome::Delivered) => {}
+            (InFlightPush::Ack, DeliveryOutcome::Failed) => {
+                if on_same_connection {
+                    self.mark_disconnected(&flight.to);
+                }
+            }
+        }
+        if still_registered {
+            self.wake(&flight.to);
+        }
+        Ok(())
+    }
+
+    /// The deadline of the oldest delivery in flight: call
+    /// [`handle_timeout`](Self::handle_timeout) then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.scheduler.next_deadline()
+    }
+
+    /// Fails every delivery whose deadline is at or before `now`; returns how many. A
+    /// result reported later for one of them is refused with
+    /// [`EngineError::UnknownDelivery`].
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while let Some(id) = self.scheduler.expired(now) {
+            // Cannot fail: the id was just found in flight.
+            let _ = self.handle_delivery_result(id, DeliveryOutcome::Failed);
+            expired += 1;
+        }
+        expired
+    }
+
+    /// The next console event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next change of durable state, oldest first.
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.changes.pop_front()
+    }
+
+    /// Replays one recorded change (for a store restoring the engine at start). Records no
+    /// event and no change of its own.
+    pub fn apply(&mut self, change: &Change) -> Result<(), EngineError> {
+        match change {
+            Change::Registered { alias, full_name, birth_date } => {
+                if self.registry.contains(alias) {
+                    return Err(EngineError::InconsistentChange("registering an alias in use"));
+                }
+                self.registry.insert(alias, full_name, birth_date.as_deref());
+            }
+            Change::Unregistered { alias } => {
+                self.registry.remove(alias).ok_or(EngineError::InconsistentChange("unregistering an unknown user"))?;
+            }
+            Change::Connected { alias, addr } => {
+                if !self.registry.connect(alias, *addr) {
+                    return Err(EngineError::InconsistentChange("connecting an unknown user"));
+                }
+                self.wake(alias);
+            }
+            Change::Disconnected { alias } => {
+                self.registry.disconnect(alias);
+            }
+            Change::Stored { recipient, sender, id, body } => {
+                let sender_key = self.registry.key(sender).cloned();
+                let (Some(sender_key), true) = (sender_key, self.registry.contains(recipient)) else {
+                    return Err(EngineError::InconsistentChange("storing a message between unknown users"));
+                };
+                let sender_uid = match self.registry.get_mut(sender) {
+                    Some(user) => {
+                        user.last_id = *id;
+                        user.uid
+                    }
+                    None => 0,
+                };
+                let message = StoredMessage { sender: sender_key, sender_uid, id: *id, body: Bytes::copy_from_slice(body) };
+                self.registry.store(recipient, message);
+                self.wake(recipient);
+            }
+            Change::Removed { recipient, sender, id } => {
+                if !self.registry.remove_front(recipient, sender, *id) {
+                    return Err(EngineError::InconsistentChange("removing a message that is not the oldest"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, sender: &[u8], sender_uid: u64, id: u32) {
+        let Some(user) = self.registry.get_mut(sender).filter(|u| u.uid == sender_uid) else { return };
+        if user.is_connected() {
+            user.acks.push_back(id);
+            self.wake(sender);
+        }
+    }
+
+    fn mark_disconnected(&mut self, alias: &Bytes) {
+        if self.registry.disconnect(alias) {
+            self.record_change(|| Change::Disconnected { alias: alias.clone() });
+        }
+    }
+
+    /// Queues the user for delivery if it is connected, idle and has something to push.
+    fn wake(&mut self, alias: &[u8]) {
+        let Some(user) = self.registry.get(alias) else { return };
+        if !user.wants_queueing() {
+            return;
+        }
+        let uid = user.uid;
+        let Some(key) = self.registry.key(alias).cloned() else { return };
+        if let Some(user) = self.registry.get_mut(alias) {
+            user.queued = true;
+        }
+        self.scheduler.enqueue(key, uid);
+    }
+
+    fn record_event(&mut self, event: impl FnOnce() -> Event) {
+        if self.config.record_events {
+            self.events.push_back(event());
+        }
+    }
+
+    fn record_change(&mut self, change: impl FnOnce() -> Change) {
+        if self.config.record_changes {
+            self.changes.push_back(change());
+        }
+    }
+}
