@@ -12,7 +12,7 @@
 //! protocol answers such a request with its "any other error" code and closes the
 //! connection (SPEC 4), so no resynchronisation is attempted.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The longest field the protocol allows, NUL excluded (SPEC 1: 255 bytes).
@@ -85,9 +85,9 @@ impl Decoder for Codec {
         if let Some(pos) = memchr::memchr(0, &buf[self.scanned..limit]) {
             let end = self.scanned + pos;
             self.scanned = 0;
-            let mut field = buf.split_to(end + 1);
-            field.truncate(end);
-            return Ok(Some(field.freeze()));
+            let field = buf.split_to(end).freeze();
+            buf.advance(1); // the NUL
+            return Ok(Some(field));
         }
         if limit > self.max_len {
             return Err(CodecError::FieldTooLong { max_len: self.max_len });

@@ -267,8 +267,9 @@ impl Request {
         Ok(())
     }
 
-    fn from_fields(op: Operation, mut f: Vec<Bytes>) -> Request {
-        let mut next = || f.remove(0);
+    /// Builds the full form of `op`'s request from exactly `op.field_count()` fields.
+    fn from_fields(op: Operation, mut f: impl Iterator<Item = Bytes>) -> Request {
+        let mut next = || f.next().unwrap_or_default();
         match op {
             Operation::Register => {
                 Request::Register { full_name: next(), alias: next(), birth_date: Some(next()) }
@@ -361,8 +362,7 @@ impl Decoder for RequestDecoder {
                     self.fields.push(field);
                     if self.fields.len() == op.field_count() {
                         self.op = None;
-                        let fields = std::mem::replace(&mut self.fields, Vec::with_capacity(3));
-                        return Ok(Some(Request::from_fields(op, fields)));
+                        return Ok(Some(Request::from_fields(op, self.fields.drain(..))));
                     }
                 }
             }
