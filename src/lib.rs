@@ -6,13 +6,17 @@
 //! - [`engine`]: requests <-> state, sans-IO ([`Engine`]): users, mailboxes, the delivery
 //!   scheduler. No sockets, no clock, no threads.
 //! - [`harness`]: an in-memory client/engine harness that runs every layer with no sockets.
+//! - [`server`]: state <-> sockets, the tokio server that drives the engine.
+//! - [`client`]: async and blocking clients and listeners.
 //!
 //! The protocol itself is described in `SPEC.md` of the project; the README shows the
 //! layers at work.
 
+pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod harness;
+pub mod server;
 pub mod wire;
 
 pub use codec::{Codec, CodecError, MAX_FIELD_LEN};

@@ -1,0 +1,356 @@
+//! `cartero client`: the course's console client (SPEC 6).
+//!
+//! Commands come from standard input: typed at the `c> ` prompt on a terminal (pushes print
+//! above the line being typed, without garbling it), or read line by line from a pipe. The
+//! protocol's answers go to standard output exactly as SPEC 6 writes them; causes of
+//! failures and usage hints go to standard error.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cartero::client::blocking::{Client, Listener};
+use cartero::client::ClientError;
+use cartero::wire::{
+    ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply,
+};
+use cartero::{Push, MAX_FIELD_LEN};
+use rustyline::error::ReadlineError;
+use rustyline::ExternalPrinter;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The server: a host name or a dotted address.
+    #[arg(short, long)]
+    server: String,
+    /// The server's port.
+    #[arg(short, long)]
+    port: u16,
+    /// Time one request may take.
+    #[arg(long, default_value = "5s", value_parser = super::duration)]
+    timeout: Duration,
+}
+
+/// Prints whole blocks of lines, from the command loop and from the listener alike.
+type Printer = Arc<Mutex<dyn FnMut(String) + Send>>;
+
+fn stdout_printer() -> Printer {
+    Arc::new(Mutex::new(|text: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+    }))
+}
+
+fn print(printer: &Printer, text: String) {
+    if let Ok(mut p) = printer.lock() {
+        p(text);
+    }
+}
+
+/// The user connected from this client, with its listener and the thread printing pushes.
+struct Connection {
+    alias: String,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Stops the listener (which releases the port) and waits for its printer.
+    fn close(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+struct Console {
+    client: Client,
+    printer: Printer,
+    /// The alias last registered or connected: the sender of SEND.
+    user: Option<String>,
+    connection: Option<Connection>,
+}
+
+fn push_text(push: &Push) -> String {
+    match push {
+        Push::Message { sender, id, body } => format!(
+            "s> MESSAGE {id} FROM {}\n   {}\n   END",
+            String::from_utf8_lossy(sender),
+            String::from_utf8_lossy(body)
+        ),
+        Push::Ack { id } => format!("s> SEND MESSAGE {id} OK"),
+    }
+}
+
+/// Tells the user why an operation failed, on standard error.
+fn cause(e: &ClientError) {
+    eprintln!("cartero: {e}");
+}
+
+impl Console {
+    fn out(&self, line: &str) {
+        print(&self.printer, line.to_string());
+    }
+
+    /// Runs one command line; returns false when the client should end.
+    fn command(&mut self, line: &str) -> bool {
+        let line = line.trim_end_matches(['\r', '\n']);
+        let trimmed = line.trim_start();
+        let (word, rest) = trimmed.split_once(char::is_whitespace).unwrap_or((trimmed, ""));
+        let args: Vec<&str> = rest.split_whitespace().collect();
+        match word.to_ascii_uppercase().as_str() {
+            "" => {}
+            "REGISTER" if !args.is_empty() => self.register(&args),
+            "UNREGISTER" if args.len() == 1 => self.unregister(args[0]),
+            "CONNECT" if args.len() == 1 => self.connect(args[0]),
+            "DISCONNECT" if args.len() == 1 => self.disconnect(args[0]),
+            "SEND" if args.len() >= 2 => {
+                // The message is the rest of the line after the alias, inner spaces kept.
+                let after_alias = rest.trim_start()[args[0].len()..].trim_start();
+                self.send(args[0], after_alias)
+            }
+            "CONNECTEDUSERS" if args.is_empty() => self.connected_users(),
+            "QUIT" if args.is_empty() => {
+                if let Some(c) = &self.connection {
+                    eprintln!("cartero: QUIT refused: {} is connected; DISCONNECT {} first", c.alias, c.alias);
+                    return true;
+                }
+                return false;
+            }
+            "REGISTER" | "UNREGISTER" | "CONNECT" | "DISCONNECT" | "SEND" | "CONNECTEDUSERS" | "QUIT" => {
+                eprintln!("cartero: usage: {}", usage(&word.to_ascii_uppercase()));
+            }
+            _ => eprintln!("cartero: unknown command {word:?}; commands: REGISTER, UNREGISTER, CONNECT, DISCONNECT, SEND, CONNECTEDUSERS, QUIT"),
+        }
+        true
+    }
+
+    fn register(&mut self, args: &[&str]) {
+        let alias = args[0];
+        let result = match args.get(1) {
+            None => self.client.register_alias(alias),
+            Some(date) => {
+                let full_name = if args.len() > 2 { args[2..].join(" ") } else { alias.to_string() };
+                self.client.register(full_name, alias, date)
+            }
+        };
+        let line = match result {
+            Ok(RegisterReply::Ok) => {
+                self.user = Some(alias.to_string());
+                "s> REGISTER OK"
+            }
+            Ok(RegisterReply::AliasInUse) => "s> USERNAME IN USE",
+            Ok(RegisterReply::Error) => "s> REGISTER FAIL",
+            Err(e) => {
+                cause(&e);
+                "s> REGISTER FAIL"
+            }
+        };
+        self.out(line);
+    }
+
+    fn unregister(&mut self, alias: &str) {
+        let line = match self.client.unregister(alias) {
+            Ok(UnregisterReply::Ok) => {
+                if self.user.as_deref() == Some(alias) {
+                    self.user = None;
+                }
+                "s> UNREGISTER OK"
+            }
+            Ok(UnregisterReply::NoSuchUser) => "s> USER DOES NOT EXIST",
+            Ok(UnregisterReply::Error) => "s> UNREGISTER FAIL",
+            Err(e) => {
+                cause(&e);
+                "s> UNREGISTER FAIL"
+            }
+        };
+        self.out(line);
+    }
+
+    fn connect(&mut self, alias: &str) {
+        if let Some(c) = &self.connection {
+            eprintln!("cartero: {} is already connected from this client; DISCONNECT {} first", c.alias, c.alias);
+            self.out("s> CONNECT FAIL");
+            return;
+        }
+        // Reachable from the server wherever it runs; the port is free by construction.
+        let listener = match Listener::bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cartero: cannot open a listening port: {e}");
+                self.out("s> CONNECT FAIL");
+                return;
+            }
+        };
+        let result = self.client.connect(alias, listener.port());
+        let line = match &result {
+            Ok(ConnectReply::Ok) => "s> CONNECT OK",
+            Ok(ConnectReply::NoSuchUser) => "s> CONNECT FAIL, USER DOES NOT EXIST",
+            Ok(ConnectReply::AlreadyConnected) => "s> USER ALREADY CONNECTED",
+            Ok(ConnectReply::Error) => "s> CONNECT FAIL",
+            Err(e) => {
+                cause(e);
+                "s> CONNECT FAIL"
+            }
+        };
+        // The reply is printed before any push the listener may already hold.
+        self.out(line);
+        if !matches!(result, Ok(ConnectReply::Ok)) {
+            return; // dropping the listener closes it
+        }
+        self.user = Some(alias.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let printer = self.printer.clone();
+        let thread = std::thread::spawn(move || {
+            let listener = listener;
+            while !stopping.load(Ordering::Acquire) {
+                match listener.recv_timeout(Duration::from_millis(100)) {
+                    Ok(push) => print(&printer, push_text(&push)),
+                    Err(true) => return,
+                    Err(false) => {}
+                }
+            }
+            // Print what arrived before the stop.
+            while let Ok(push) = listener.recv_timeout(Duration::ZERO) {
+                print(&printer, push_text(&push));
+            }
+        });
+        self.connection = Some(Connection { alias: alias.to_string(), stop, thread });
+    }
+
+    fn disconnect(&mut self, alias: &str) {
+        let result = self.client.disconnect(alias);
+        // The listener stops whatever the server answered (SPEC 6).
+        if self.connection.as_ref().is_some_and(|c| c.alias == alias) {
+            if let Some(c) = self.connection.take() {
+                c.close();
+            }
+        }
+        let line = match result {
+            Ok(DisconnectReply::Ok) => "s> DISCONNECT OK",
+            Ok(DisconnectReply::NoSuchUser) => "s> DISCONNECT FAIL / USER DOES NOT EXIST",
+            Ok(DisconnectReply::NotConnected) => "s> DISCONNECT FAIL / USER NOT CONNECTED",
+            Ok(DisconnectReply::Error) => "s> DISCONNECT FAIL",
+            Err(e) => {
+                cause(&e);
+                "s> DISCONNECT FAIL"
+            }
+        };
+        self.out(line);
+    }
+
+    fn send(&mut self, recipient: &str, body: &str) {
+        let Some(sender) = self.connection.as_ref().map(|c| c.alias.clone()).or_else(|| self.user.clone()) else {
+            eprintln!("cartero: SEND needs a user: REGISTER or CONNECT first");
+            self.out("s> SEND FAIL");
+            return;
+        };
+        if body.len() > MAX_FIELD_LEN {
+            eprintln!("cartero: the message has {} bytes; at most {MAX_FIELD_LEN} fit", body.len());
+            self.out("s> SEND FAIL");
+            return;
+        }
+        let line = match self.client.send(&sender, recipient, body) {
+            Ok(SendReply::Ok { id }) => format!("s> SEND OK - MESSAGE {id}"),
+            Ok(SendReply::NoSuchUser) => "s> SEND FAIL / USER DOES NOT EXIST".into(),
+            Ok(SendReply::Error) => "s> SEND FAIL".into(),
+            Err(e) => {
+                cause(&e);
+                "s> SEND FAIL".into()
+            }
+        };
+        self.out(&line);
+    }
+
+    fn connected_users(&mut self) {
+        let alias = self.connection.as_ref().map(|c| c.alias.clone()).or_else(|| self.user.clone());
+        let line = match self.client.connected_users(alias.as_deref().map(str::as_bytes)) {
+            Ok(ConnectedUsersReply::Ok { users }) => {
+                let names: Vec<String> = users.iter().map(|u| String::from_utf8_lossy(u).into_owned()).collect();
+                format!("s> CONNECTED USERS ({} users connected) OK - {}", names.len(), names.join(", "))
+            }
+            Ok(ConnectedUsersReply::NotConnected) => "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED".into(),
+            Ok(ConnectedUsersReply::Error) => "s> CONNECTED USERS FAIL".into(),
+            Err(e) => {
+                cause(&e);
+                "s> CONNECTED USERS FAIL".into()
+            }
+        };
+        self.out(&line);
+    }
+
+    /// At the end of input: a connected user is disconnected first.
+    fn finish(&mut self) {
+        if let Some(alias) = self.connection.as_ref().map(|c| c.alias.clone()) {
+            self.disconnect(&alias);
+        }
+    }
+}
+
+fn usage(command: &str) -> &'static str {
+    match command {
+        "REGISTER" => "REGISTER <alias> [<DD/MM/YYYY> [<full name>]]",
+        "UNREGISTER" => "UNREGISTER <alias>",
+        "CONNECT" => "CONNECT <alias>",
+        "DISCONNECT" => "DISCONNECT <alias>",
+        "SEND" => "SEND <alias> <message>",
+        "CONNECTEDUSERS" => "CONNECTEDUSERS",
+        _ => "QUIT",
+    }
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let client = Client::new(args.server, args.port).with_timeout(args.timeout);
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        interactive(client)
+    } else {
+        let mut console = Console { client, printer: stdout_printer(), user: None, connection: None };
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if !console.command(&line) {
+                return ExitCode::SUCCESS;
+            }
+        }
+        console.finish();
+        ExitCode::SUCCESS
+    }
+}
+
+fn interactive(client: Client) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cartero: cannot use the terminal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Pushes arrive on another thread; the editor prints them above the line being typed.
+    let printer: Printer = match editor.create_external_printer() {
+        Ok(mut external) => Arc::new(Mutex::new(move |text: String| {
+            let _ = external.print(format!("{text}\n"));
+        })),
+        Err(_) => stdout_printer(),
+    };
+    let mut console = Console { client, printer, user: None, connection: None };
+    loop {
+        match editor.readline("c> ") {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                if !console.command(&line) {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("cartero: cannot read the terminal: {e}");
+                break;
+            }
+        }
+    }
+    console.finish();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,116 @@
+//! `cartero serve`: the message-delivery server on a TCP port.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cartero::engine::EngineConfig;
+use cartero::server::{Server, ServerConfig};
+use cartero::wire::{CodeEncoding, PushNames, WireSettings};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TCP port to listen on (0 picks a free one; the start line shows which).
+    #[arg(short, long)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// How result codes are written: `ascii` ("0" and NUL) or `raw` (one byte).
+    #[arg(long, default_value = "ascii")]
+    codes: CodeEncoding,
+    /// How pushes are named: `spaced` (SEND MESSAGE) or `underscored` (SEND_MESSAGE).
+    #[arg(long, default_value = "spaced")]
+    push_names: PushNames,
+    /// Time a client has to send its whole request.
+    #[arg(long, default_value = "5s", value_parser = super::duration)]
+    request_timeout: Duration,
+    /// Time one push to a listener may take, connect to close.
+    #[arg(long, default_value = "2s", value_parser = super::duration)]
+    delivery_timeout: Duration,
+    /// How long CONNECTEDUSERS (and a one-field REGISTER) wait for their optional fields.
+    #[arg(long, default_value = "100ms", value_parser = super::duration)]
+    grace: Duration,
+    /// Request connections served at once; more are closed unanswered.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Pushes in flight at once, over all users.
+    #[arg(long, default_value_t = 256)]
+    max_deliveries: usize,
+    /// Registered users at most.
+    #[arg(long, default_value_t = EngineConfig::default().max_users)]
+    max_users: usize,
+    /// Pending messages per user at most.
+    #[arg(long, default_value_t = EngineConfig::default().max_pending_per_user)]
+    max_pending: usize,
+    /// Keep all state in memory (lost when the server stops). This is the only storage
+    /// until durable storage lands, so it is also what runs without this flag.
+    #[arg(long)]
+    memory: bool,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if !args.memory {
+        tracing::info!("storage: memory (durable storage is not built yet; state is lost when the server stops)");
+    }
+    let config = ServerConfig {
+        bind: SocketAddr::new(args.bind, args.port),
+        wire: WireSettings { codes: args.codes, push_names: args.push_names },
+        engine: EngineConfig {
+            max_users: args.max_users,
+            max_pending_per_user: args.max_pending,
+            delivery_timeout: args.delivery_timeout,
+            ..EngineConfig::default()
+        },
+        request_timeout: args.request_timeout,
+        grace: args.grace,
+        max_connections: args.max_connections,
+        max_deliveries: args.max_deliveries,
+        console: true,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cartero: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config.clone()).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("cartero: cannot listen on {}: {e}", config.bind);
+                return ExitCode::FAILURE;
+            }
+        };
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cartero: server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,16 @@
+//! The `cartero` command: the server, the console client and the load generator.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose);
+    match args.command {
+        cli::Command::Serve(a) => cli::serve::run(a),
+        cli::Command::Client(a) => cli::console::run(a),
+    }
+}
