@@ -12,5 +12,6 @@ fn main() -> ExitCode {
     match args.command {
         cli::Command::Serve(a) => cli::serve::run(a),
         cli::Command::Client(a) => cli::console::run(a),
+        cli::Command::Bench(a) => cli::bench::run(a),
     }
 }

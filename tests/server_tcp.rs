@@ -349,3 +349,39 @@ async fn a_server_that_is_down_is_a_typed_error() {
         .unwrap();
     assert!(err.to_string().starts_with("cannot reach the server at 127.0.0.1:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_unanswered_and_service_resumes() {
+    let server = Server::bind(ServerConfig { bind: SocketAddr::new(LOCAL, 0), max_connections: 1, ..ServerConfig::default() })
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    // One slow client holds the only slot.
+    let mut holder = TcpStream::connect(addr).await.unwrap();
+    holder.write_all(b"REGISTER\0Ana\0ana\0").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(exchange(addr, b"REGISTER\0Bob\0bob\001/01/2000\0", true).await, b"", "refused while full");
+    assert_eq!(stats.refused_connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The holder finishes; service resumes.
+    holder.write_all(b"01/01/2000\0").await.unwrap();
+    holder.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    timeout(LIMIT, holder.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert_eq!(out, b"0\0");
+    drop(holder);
+    let start = Instant::now();
+    loop {
+        if exchange(addr, b"REGISTER\0Bob\0bob\001/01/2000\0", true).await == b"0\0" {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "service never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
+}

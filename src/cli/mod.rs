@@ -1,5 +1,6 @@
 //! Command-line faces of the library.
 
+pub mod bench;
 pub mod console;
 pub mod serve;
 
@@ -23,6 +24,8 @@ pub enum Command {
     Serve(serve::Args),
     /// The console client of the course (commands on standard input).
     Client(console::Args),
+    /// Load-test the server on 127.0.0.1 against a no-logic baseline.
+    Bench(bench::Args),
 }
 
 /// Diagnostics go to standard error; standard output is kept for the protocol's console.

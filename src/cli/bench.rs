@@ -1,0 +1,487 @@
+//! `cartero bench`: a load generator for the server, with a baseline to compare against.
+//!
+//! A run registers and connects `--users` simulated users, each with a real listener on
+//! 127.0.0.1, then `--concurrency` workers send `--messages` SENDs among them. A message
+//! counts once its delivery and its acknowledgement have both arrived; the run checks that
+//! every message answered with an id arrives exactly once. The baseline is a minimal tokio
+//! server doing the same socket work (accept, read the fields, reply, connect out twice to
+//! push) with no protocol logic: the ratio of the two is the cost of cartero itself.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cartero::client::{Client, Listener};
+use cartero::server::{Server, ServerConfig};
+use cartero::wire::{ConnectReply, RegisterReply, SendReply};
+use cartero::{Codec, Push};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Decoder;
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrency levels to run, comma separated: workers sending at once.
+    #[arg(long, value_delimiter = ',', default_value = "16,256")]
+    concurrency: Vec<usize>,
+    /// Simulated users, each with its own listener.
+    #[arg(long, default_value_t = 64)]
+    users: usize,
+    /// SENDs in each run.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Skip the baseline server.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Also measure the memory of this many idle registered users in a `cartero serve`
+    /// process (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    idle_users: usize,
+    /// How long to wait for the last deliveries after the last SEND.
+    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    drain_timeout: Duration,
+}
+
+/// What one run measured.
+struct RunResult {
+    errors: u64,
+    delivered: u64,
+    acked: u64,
+    lost: u64,
+    duplicated: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl RunResult {
+    fn ops_per_sec(&self) -> f64 {
+        self.acked.min(self.delivered) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// What the listeners received, shared with the progress line.
+#[derive(Default)]
+struct Received {
+    messages: AtomicU64,
+    acks: AtomicU64,
+    /// Count per (sender index, id) and per (acked user index, id).
+    message_counts: Mutex<HashMap<(usize, u32), u32>>,
+    ack_counts: Mutex<HashMap<(usize, u32), u32>>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if args.users < 2 || args.messages == 0 || args.concurrency.contains(&0) {
+        eprintln!("cartero: bench needs at least 2 users, 1 message and a concurrency of 1 or more");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cartero: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    println!(
+        "cartero bench: {} users with listeners on 127.0.0.1, {} SENDs per run, each with its delivery and acknowledgement",
+        args.users, args.messages
+    );
+    println!("{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}", "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "vs base");
+    for &concurrency in &args.concurrency {
+        let result = runtime.block_on(async {
+            let cartero = match start_cartero().await {
+                Ok(addr) => run_load("cartero", addr, &args, concurrency).await,
+                Err(e) => Err(format!("cannot start the server: {e}")),
+            };
+            let baseline = if args.no_baseline {
+                None
+            } else {
+                Some(match start_baseline().await {
+                    Ok(addr) => run_load("baseline", addr, &args, concurrency).await,
+                    Err(e) => Err(format!("cannot start the baseline: {e}")),
+                })
+            };
+            (cartero, baseline)
+        });
+        match result {
+            (Ok(c), baseline) => {
+                let base_rate = baseline.as_ref().and_then(|b| b.as_ref().ok()).map(RunResult::ops_per_sec);
+                failed |= c.errors > 0 || c.lost > 0 || c.duplicated > 0;
+                print_row("cartero", concurrency, &c, base_rate);
+                match baseline {
+                    Some(Ok(b)) => print_row("baseline", concurrency, &b, None),
+                    Some(Err(e)) => eprintln!("cartero: baseline at concurrency {concurrency}: {e}"),
+                    None => {}
+                }
+            }
+            (Err(e), _) => {
+                eprintln!("cartero: run at concurrency {concurrency} failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    if args.idle_users > 0 {
+        match runtime.block_on(measure_idle_users(args.idle_users)) {
+            Ok((per_user, total)) => println!(
+                "memory: {} idle registered users cost {:.1} MiB in the server process: {:.0} bytes each",
+                args.idle_users,
+                total as f64 / (1024.0 * 1024.0),
+                per_user
+            ),
+            Err(e) => {
+                eprintln!("cartero: memory measurement failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_row(name: &str, concurrency: usize, r: &RunResult, base_rate: Option<f64>) {
+    let ratio = base_rate.map_or_else(|| "-".to_string(), |b| format!("{:.0}%", 100.0 * r.ops_per_sec() / b));
+    println!(
+        "{:<10} {:>6} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>5} {:>5} {:>9}",
+        name,
+        concurrency,
+        r.ops_per_sec(),
+        (r.delivered + r.acked) as f64 / r.elapsed.as_secs_f64(),
+        r.percentile(0.5),
+        r.percentile(0.99),
+        r.errors,
+        r.lost,
+        r.duplicated,
+        ratio
+    );
+}
+
+async fn start_cartero() -> std::io::Result<SocketAddr> {
+    let config = ServerConfig { bind: SocketAddr::new(LOOPBACK, 0), max_connections: 4096, ..ServerConfig::default() };
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    // Runs until the bench's runtime ends.
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(addr)
+}
+
+async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usize) -> Result<RunResult, String> {
+    let client = Client::new(server.ip().to_string(), server.port()).with_timeout(Duration::from_secs(10));
+    let received = Arc::new(Received::default());
+    let aliases: Vec<String> = (0..args.users).map(|i| format!("u{i}")).collect();
+    let index: Arc<HashMap<Bytes, usize>> =
+        Arc::new(aliases.iter().enumerate().map(|(i, a)| (Bytes::from(a.clone()), i)).collect());
+
+    // Users, each registered and connected with a listener of its own.
+    let mut collectors = Vec::new();
+    for (i, alias) in aliases.iter().enumerate() {
+        let mut listener = Listener::bind(LOOPBACK).await.map_err(|e| format!("listener: {e}"))?;
+        match client.register(alias, alias, "01/01/2000").await {
+            Ok(RegisterReply::Ok) => {}
+            other => return Err(format!("REGISTER {alias}: {other:?}")),
+        }
+        match client.connect(alias, listener.port()).await {
+            Ok(ConnectReply::Ok) => {}
+            other => return Err(format!("CONNECT {alias}: {other:?}")),
+        }
+        let received = received.clone();
+        let index = index.clone();
+        collectors.push(tokio::spawn(async move {
+            while let Some(push) = listener.next().await {
+                match push {
+                    Push::Message { sender, id, .. } => {
+                        let sender = index.get(&sender).copied().unwrap_or(usize::MAX);
+                        *received.message_counts.lock().unwrap().entry((sender, id)).or_default() += 1;
+                        received.messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Push::Ack { id } => {
+                        *received.ack_counts.lock().unwrap().entry((i, id)).or_default() += 1;
+                        received.acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+
+    let tickets = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let sent_ok = Arc::new(AtomicU64::new(0));
+    let expected = Arc::new(Mutex::new(Vec::with_capacity(args.messages)));
+    let start = Instant::now();
+    let progress = spawn_progress(name, concurrency, args.messages, sent_ok.clone(), errors.clone(), received.clone());
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, aliases, tickets, errors, sent_ok, expected) =
+            (client.clone(), aliases.clone(), tickets.clone(), errors.clone(), sent_ok.clone(), expected.clone());
+        let (messages, users) = (args.messages, args.users);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let k = tickets.fetch_add(1, Ordering::Relaxed);
+                if k >= messages {
+                    return latencies;
+                }
+                let sender = k % users;
+                let recipient = (sender + 1 + (k / users) % (users - 1)) % users;
+                let t = Instant::now();
+                match client.send(&aliases[sender], &aliases[recipient], "benchmark message of a typical size, sixty bytes").await {
+                    Ok(SendReply::Ok { id }) => {
+                        latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        sent_ok.fetch_add(1, Ordering::Relaxed);
+                        expected.lock().unwrap().push((sender, id));
+                    }
+                    Ok(other) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("SEND answered {other:?}");
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("SEND failed: {e}");
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(args.messages);
+    for w in workers {
+        latencies_us.extend(w.await.map_err(|e| e.to_string())?);
+    }
+    latencies_us.sort_unstable();
+
+    // Wait for the deliveries and acknowledgements of every message answered with an id.
+    let ok = sent_ok.load(Ordering::Relaxed);
+    let drain_until = Instant::now() + args.drain_timeout;
+    while (received.messages.load(Ordering::Relaxed) < ok || received.acks.load(Ordering::Relaxed) < ok)
+        && Instant::now() < drain_until
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = start.elapsed();
+    progress.abort();
+    clear_progress();
+    for c in collectors {
+        c.abort();
+    }
+
+    let messages = received.message_counts.lock().unwrap();
+    let acks = received.ack_counts.lock().unwrap();
+    let expected = expected.lock().unwrap();
+    let lost = expected.iter().filter(|key| !messages.contains_key(key) || !acks.contains_key(key)).count() as u64;
+    let duplicated = messages.values().chain(acks.values()).map(|&n| u64::from(n.saturating_sub(1))).sum::<u64>()
+        + messages.len().saturating_sub(expected.len()) as u64;
+    Ok(RunResult {
+        errors: errors.load(Ordering::Relaxed),
+        delivered: received.messages.load(Ordering::Relaxed),
+        acked: received.acks.load(Ordering::Relaxed),
+        lost,
+        duplicated,
+        elapsed,
+        latencies_us,
+    })
+}
+
+/// A line on standard error, twice a second, with where the run is.
+fn spawn_progress(
+    name: &str,
+    concurrency: usize,
+    total: usize,
+    sent: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    received: Arc<Received>,
+) -> tokio::task::JoinHandle<()> {
+    let name = name.to_string();
+    let tty = std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(if tty { 500 } else { 2000 })).await;
+            let line = format!(
+                "[{name} c={concurrency} {:.0}s] sent {}/{total}, delivered {}, acked {}, errors {}",
+                start.elapsed().as_secs_f64(),
+                sent.load(Ordering::Relaxed),
+                received.messages.load(Ordering::Relaxed),
+                received.acks.load(Ordering::Relaxed),
+                errors.load(Ordering::Relaxed)
+            );
+            progress(&line);
+        }
+    })
+}
+
+/// Shows a progress line on standard error: redrawn in place on a terminal, one line each
+/// otherwise.
+fn progress(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = if err.is_terminal() { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
+    let _ = err.flush();
+}
+
+fn clear_progress() {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+}
+
+// ------------------------------------------------------------------------------- baseline
+
+/// A minimal server doing the protocol's socket work and nothing else: it reads the fields,
+/// answers 0, and for a SEND connects out to the recipient and then to the sender.
+async fn start_baseline() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind((LOOPBACK, 0)).await?;
+    let addr = listener.local_addr()?;
+    let listeners: Arc<Mutex<HashMap<Bytes, (SocketAddr, u32)>>> = Arc::default();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { continue };
+            let listeners = listeners.clone();
+            tokio::spawn(async move {
+                let _ = baseline_connection(stream, peer, &listeners).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn baseline_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listeners: &Mutex<HashMap<Bytes, (SocketAddr, u32)>>,
+) -> std::io::Result<()> {
+    let mut codec = Codec::new(255);
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut fields: Vec<Bytes> = Vec::with_capacity(4);
+    let wanted = |op: &[u8]| match op {
+        b"REGISTER" | b"SEND" => 4,
+        b"CONNECT" => 3,
+        _ => 2,
+    };
+    while fields.first().is_none_or(|op| fields.len() < wanted(op)) {
+        match codec.decode(&mut buf).map_err(std::io::Error::other)? {
+            Some(field) => fields.push(field),
+            None => {
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    let mut reply = b"0\0".to_vec();
+    let mut pushes = Vec::new();
+    match &fields[0][..] {
+        b"CONNECT" => {
+            let port: u16 = std::str::from_utf8(&fields[2]).ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+            listeners.lock().unwrap().insert(fields[1].clone(), (SocketAddr::new(peer.ip(), port), 0));
+        }
+        b"SEND" => {
+            let mut map = listeners.lock().unwrap();
+            let id = map.get_mut(&fields[1]).map(|(_, last)| {
+                *last += 1;
+                *last
+            });
+            if let (Some(id), Some(&(to, _)), Some(&(from, _))) = (id, map.get(&fields[2]), map.get(&fields[1])) {
+                reply.extend_from_slice(format!("{id}\0").as_bytes());
+                let message = [b"SEND MESSAGE\0", &fields[1][..], b"\0", id.to_string().as_bytes(), b"\0", &fields[3][..], b"\0"].concat();
+                pushes.push((to, message));
+                pushes.push((from, format!("SEND MESS ACK\0{id}\0").into_bytes()));
+            }
+        }
+        _ => {}
+    }
+    stream.write_all(&reply).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 256];
+    while stream.read(&mut sink).await? > 0 {}
+    for (addr, bytes) in pushes {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&bytes).await?;
+        s.shutdown().await?;
+        while s.read(&mut sink).await? > 0 {}
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------------------- memory
+
+/// Starts `cartero serve` as a process of its own, registers `users` idle users over TCP and
+/// returns the growth of its resident memory, per user and in all.
+async fn measure_idle_users(users: usize) -> Result<(f64, u64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["serve", "-p", "0", "--bind", "127.0.0.1", "--memory"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start cartero serve: {e}"))?;
+    let result = async {
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).ok_or("the server printed no start line")?;
+        let port: u16 = first.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or(format!("start line {first:?}"))?;
+        // The console prints a line per REGISTER; keep reading so the server never waits.
+        std::thread::spawn(move || for _ in lines {});
+        let pid = child.id();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = rss_bytes(pid)?;
+        let client = Client::new("127.0.0.1", port).with_timeout(Duration::from_secs(10));
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (client, next) = (client.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= users {
+                        return Ok(());
+                    }
+                    let alias = format!("idle{i:07}");
+                    match client.register(format!("Idle User Number {i:07}"), &alias, "01/01/2000").await {
+                        Ok(RegisterReply::Ok) => {}
+                        other => return Err(format!("REGISTER {alias}: {other:?}")),
+                    }
+                    if i % 20_000 == 0 {
+                        progress(&format!("registered {i}/{users} idle users"));
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        clear_progress();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = rss_bytes(pid)?;
+        let grown = after.saturating_sub(before);
+        Ok((grown as f64 / users as f64, grown))
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn rss_bytes(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read memory use: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no VmRSS in /proc status".to_string())
+}

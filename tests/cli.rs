@@ -1,0 +1,274 @@
+//! The `cartero` binary as people run it: `cartero serve` and its console lines (SPEC 5),
+//! `cartero client` and its output lines (SPEC 6), on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use cartero::client::blocking::{Client, Listener};
+use cartero::wire::ConnectReply;
+
+const LIMIT: Duration = Duration::from_secs(10);
+const BIN: &str = env!("CARGO_BIN_EXE_cartero");
+
+/// A running `cartero` process whose standard output is read line by line.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cartero starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc { child, stdin, lines, seen: Vec::new() }
+    }
+
+    /// The next line of standard output.
+    fn line(&mut self) -> String {
+        let line = self.lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no line in time; so far: {:#?}", self.seen));
+        self.seen.push(line.clone());
+        line
+    }
+
+    fn expect(&mut self, expected: &[&str]) {
+        for want in expected {
+            assert_eq!(self.line(), *want, "after {:#?}", self.seen);
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes standard input and waits for the exit; returns the exit code and the rest of
+    /// standard output and standard error.
+    fn finish(mut self) -> (i32, Vec<String>, String) {
+        drop(self.stdin.take());
+        let code = wait(&mut self.child);
+        let rest: Vec<String> = self.lines.iter().collect();
+        let mut stderr = String::new();
+        use std::io::Read;
+        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (code, rest, stderr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(child: &mut Child) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < LIMIT, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn interrupt(child: &Child) {
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -INT works");
+}
+
+/// Starts `cartero serve` on a free loopback port; returns it and the port.
+fn serve(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["serve", "-p", "0", "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let mut server = Proc::start(&args);
+    let init = server.line();
+    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let port = port.parse().unwrap();
+    server.expect(&["s>"]);
+    (server, port)
+}
+
+#[test]
+fn server_console_lines_and_a_clean_sigint() {
+    let (mut server, port) = serve(&[]);
+    let c = Client::new("127.0.0.1", port).with_timeout(LIMIT);
+    c.register("Ana", "ana", "01/01/2000").unwrap();
+    server.expect(&["s> REGISTER ana OK"]);
+    c.register("Ana", "ana", "01/01/2000").unwrap();
+    server.expect(&["s> REGISTER ana FAIL"]);
+    c.register_alias("bob").unwrap();
+    server.expect(&["s> REGISTER bob OK"]);
+    c.connect("ghost", 4000).unwrap();
+    server.expect(&["s> CONNECT ghost FAIL"]);
+    c.send("ana", "bob", "stored").unwrap();
+    server.expect(&["s> MESSAGE 1 FROM ana TO bob STORED"]);
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    server.expect(&["s> CONNECT bob OK", "s> SEND MESSAGE 1 FROM ana TO bob"]);
+    c.connected_users(Some(b"bob")).unwrap();
+    server.expect(&["s> CONNECTEDUSERS OK"]);
+    c.connected_users(Some(b"ana")).unwrap();
+    server.expect(&["s> CONNECTEDUSERS FAIL"]);
+    c.disconnect("ana").unwrap();
+    server.expect(&["s> DISCONNECT ana FAIL"]);
+    c.disconnect("bob").unwrap();
+    server.expect(&["s> DISCONNECT bob OK"]);
+    c.unregister("bob").unwrap();
+    server.expect(&["s> UNREGISTER bob OK"]);
+    c.unregister("bob").unwrap();
+    server.expect(&["s> UNREGISTER bob FAIL"]);
+
+    // A request in progress when SIGINT arrives still gets its answer.
+    let mut in_progress = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    in_progress.write_all(b"REGISTER\0Late Comer\0late\0").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    interrupt(&server.child);
+    std::thread::sleep(Duration::from_millis(100));
+    in_progress.write_all(b"01/01/2000\0").unwrap();
+    in_progress.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    use std::io::Read;
+    in_progress.set_read_timeout(Some(LIMIT)).unwrap();
+    in_progress.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"0\0");
+    server.expect(&["s> REGISTER late OK"]);
+    let (code, rest, stderr) = server.finish();
+    assert_eq!(code, 0, "SIGINT ends the server cleanly; stderr: {stderr}");
+    assert!(rest.is_empty(), "nothing more on stdout: {rest:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn server_with_a_taken_port_says_why_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let server = Proc::start(&["serve", "-p", &port, "--bind", "127.0.0.1"]);
+    let (code, _, stderr) = server.finish();
+    assert_eq!(code, 1);
+    let line = stderr.lines().find(|l| l.starts_with("cartero:")).expect("an error line");
+    assert!(line.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{line}");
+}
+
+#[test]
+fn client_console_lines_for_every_outcome() {
+    let (_server, port) = serve(&["--push-names", "underscored", "--codes", "raw"]);
+    let port = port.to_string();
+    let args = ["client", "-s", "127.0.0.1", "-p", port.as_str()];
+
+    // bob stays connected in a client of his own and receives what ana sends.
+    let mut bob = Proc::start(&args);
+    bob.type_line("REGISTER bob");
+    bob.type_line("CONNECT bob");
+    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+
+    let mut ana = Proc::start(&args);
+    let script: &[(&str, &str)] = &[
+        ("REGISTER ana 01/02/2000 Ana Lopez", "s> REGISTER OK"),
+        ("register ana", "s> USERNAME IN USE"),
+        ("REGISTER bad 31/02/2000", "s> REGISTER FAIL"),
+        ("UNREGISTER ghost", "s> USER DOES NOT EXIST"),
+        ("CONNECT ghost", "s> CONNECT FAIL, USER DOES NOT EXIST"),
+        ("CONNECT bob", "s> USER ALREADY CONNECTED"),
+        ("DISCONNECT ghost", "s> DISCONNECT FAIL / USER DOES NOT EXIST"),
+        ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
+        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
+        ("CONNECT ana", "s> CONNECT OK"),
+        ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
+        ("SEND bob hola   bob, que tal", "s> SEND OK - MESSAGE 1"),
+    ];
+    for (command, expected) in script {
+        ana.type_line(command);
+        ana.expect(&[expected]);
+    }
+    bob.expect(&["s> MESSAGE 1 FROM ana", "   hola   bob, que tal", "   END"]);
+    ana.expect(&["s> SEND MESSAGE 1 OK"]);
+    ana.type_line("CONNECTEDUSERS");
+    ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+    let long = "x".repeat(256);
+    ana.type_line(&format!("SEND bob {long}"));
+    ana.expect(&["s> SEND FAIL"]);
+    ana.type_line("QUIT"); // refused while connected
+    ana.type_line("DISCONNECT ana");
+    ana.expect(&["s> DISCONNECT OK"]);
+    ana.type_line("UNREGISTER ana");
+    ana.expect(&["s> UNREGISTER OK"]);
+    ana.type_line("QUIT");
+    let (code, rest, stderr) = ana.finish();
+    assert_eq!((code, rest), (0, vec![]));
+    assert!(stderr.contains("QUIT refused: ana is connected"), "{stderr}");
+    assert!(stderr.contains("at most 255 fit"), "{stderr}");
+
+    // End of input while connected: bob is disconnected first, then the client exits 0.
+    let (code, rest, _) = bob.finish();
+    assert_eq!((code, rest), (0, vec!["s> DISCONNECT OK".to_string()]));
+}
+
+#[test]
+fn client_against_a_server_that_is_down_prints_fail_lines_never_a_backtrace() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut client = Proc::start(&["client", "-s", "127.0.0.1", "-p", &port]);
+    for (command, expected) in [
+        ("REGISTER ana", "s> REGISTER FAIL"),
+        ("UNREGISTER ana", "s> UNREGISTER FAIL"),
+        ("CONNECT ana", "s> CONNECT FAIL"),
+        ("DISCONNECT ana", "s> DISCONNECT FAIL"),
+        ("SEND bob hi", "s> SEND FAIL"),
+        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL"),
+    ] {
+        client.type_line(command);
+        client.expect(&[expected]);
+    }
+    let (code, _, stderr) = client.finish();
+    assert_eq!(code, 0);
+    assert!(stderr.contains("cannot reach the server at 127.0.0.1:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn client_reports_unknown_commands_and_usage_on_stderr() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut client = Proc::start(&["client", "-s", "127.0.0.1", "-p", &port]);
+    client.type_line("HELLO");
+    client.type_line("SEND onlyalias");
+    client.type_line("");
+    let (code, rest, stderr) = client.finish();
+    assert_eq!((code, rest), (0, vec![]));
+    assert!(stderr.contains("unknown command \"HELLO\""), "{stderr}");
+    assert!(stderr.contains("usage: SEND <alias> <message>"), "{stderr}");
+}
+
+#[test]
+fn bench_runs_a_small_load_against_both_servers_and_loses_nothing() {
+    let bench = Proc::start(&["bench", "--users", "4", "--messages", "60", "--concurrency", "2,8"]);
+    let (code, out, stderr) = bench.finish();
+    assert_eq!(code, 0, "stdout: {out:#?}\nstderr: {stderr}");
+    let rows: Vec<Vec<&str>> = out.iter().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() == 10).collect();
+    let cartero: Vec<_> = rows.iter().filter(|r| r[0] == "cartero").collect();
+    let baseline: Vec<_> = rows.iter().filter(|r| r[0] == "baseline").collect();
+    assert_eq!((cartero.len(), baseline.len()), (2, 2), "{out:#?}");
+    for row in cartero.iter().chain(&baseline) {
+        assert_eq!(&row[6..9], ["0", "0", "0"], "errors, lost and duplicated: {row:?}");
+        assert!(row[2].parse::<f64>().unwrap() > 0.0, "{row:?}");
+    }
+}
