@@ -6,6 +6,7 @@
 //! - [`engine`]: requests <-> state, sans-IO ([`Engine`]): users, mailboxes, the delivery
 //!   scheduler. No sockets, no clock, no threads.
 //! - [`harness`]: an in-memory client/engine harness that runs every layer with no sockets.
+//! - [`store`]: the engine's state made durable in SQLite.
 //! - [`server`]: state <-> sockets, the tokio server that drives the engine.
 //! - [`client`]: async and blocking clients and listeners.
 //!
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod engine;
 pub mod harness;
 pub mod server;
+pub mod store;
 pub mod wire;
 
 pub use codec::{Codec, CodecError, MAX_FIELD_LEN};

@@ -527,3 +527,87 @@ fn replaying_recorded_changes_rebuilds_the_state() {
     assert_eq!(summary(&restored), summary(&h.engine));
     assert_eq!(restored.apply(&Change::Registered { alias: b("ana"), full_name: b("x"), birth_date: None }).is_err(), true);
 }
+
+// ------------------------------------------------------------------- holds and durability
+
+fn plain_engine(record_changes: bool) -> Engine {
+    Engine::new(EngineConfig { record_changes, record_events: false, ..EngineConfig::default() })
+}
+
+fn req_register(alias: &str) -> Request {
+    Request::Register { full_name: b(alias), alias: b(alias), birth_date: None }
+}
+
+#[test]
+fn held_pushes_wait_for_the_reply_to_be_sent() {
+    let mut e = plain_engine(false);
+    let now = std::time::Instant::now();
+    for u in ["ana", "bob"] {
+        let _ = e.handle_request(ip(1), &req_register(u));
+    }
+    let (reply, hold) = e.handle_request_held(ip(2), &Request::Connect { alias: b("ana"), port: b("4000") });
+    assert_eq!(reply, Reply::Connect(C::Ok));
+    e.release(hold);
+    e.handle_request(ip(3), &Request::Connect { alias: b("bob"), port: b("5000") });
+    let (reply, hold) = e.handle_request_held(ip(2), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("x") });
+    assert_eq!(reply, Reply::Send(S::Ok { id: 1 }));
+    assert_eq!(e.poll_delivery(now), None, "the push waits for SEND's reply");
+    e.release(hold);
+    let d = e.poll_delivery(now).expect("released");
+    assert_eq!(d.push, msg("ana", 1, "x"));
+}
+
+#[test]
+fn pending_messages_wait_for_the_connect_reply() {
+    let mut e = plain_engine(false);
+    let now = std::time::Instant::now();
+    for u in ["ana", "bob"] {
+        let _ = e.handle_request(ip(1), &req_register(u));
+    }
+    e.handle_request(ip(1), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("waiting") });
+    let (_, hold) = e.handle_request_held(ip(3), &Request::Connect { alias: b("bob"), port: b("5000") });
+    assert_eq!(e.poll_delivery(now), None, "no push before CONNECT's reply");
+    e.release(hold);
+    assert_eq!(e.poll_delivery(now).unwrap().push, msg("ana", 1, "waiting"));
+}
+
+#[test]
+fn with_a_store_pushes_wait_for_durability() {
+    let mut e = plain_engine(true);
+    let now = std::time::Instant::now();
+    for u in ["ana", "bob"] {
+        let _ = e.handle_request(ip(1), &req_register(u));
+    }
+    e.handle_request(ip(3), &Request::Connect { alias: b("bob"), port: b("5000") });
+    e.handle_request(ip(1), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("m") });
+    let changes: Vec<Change> = std::iter::from_fn(|| e.poll_change()).collect();
+    assert_eq!(changes.len(), 4);
+    assert_eq!(e.change_seq(), 4);
+    e.mark_durable(3);
+    assert_eq!(e.poll_delivery(now), None, "the stored message is not durable yet");
+    e.mark_durable(4);
+    assert_eq!(e.poll_delivery(now).unwrap().push, msg("ana", 1, "m"));
+}
+
+#[test]
+fn restore_rebuilds_users_counters_connections_and_mailboxes() {
+    use cartero::engine::{MessageRecord, UserRecord};
+    let users = vec![
+        UserRecord { alias: b("bob"), full_name: b("Bob"), birth_date: None, last_id: 7, connection: Some(addr(3, 5000)) },
+        UserRecord { alias: b("ana"), full_name: b("Ana"), birth_date: Some(b("01/01/2000")), last_id: 2, connection: Some(addr(2, 4000)) },
+        UserRecord { alias: b("eve"), full_name: b("Eve"), birth_date: None, last_id: 0, connection: None },
+    ];
+    let messages = vec![
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 1, body: b("first") },
+        MessageRecord { recipient: b("eve"), sender: b("gone"), id: 9, body: b("from an unregistered sender") },
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 2, body: b("second") },
+    ];
+    let mut e = Engine::restore(EngineConfig::default(), users, messages).unwrap();
+    assert_eq!(e.registry().connected().cloned().collect::<Vec<_>>(), [b("bob"), b("ana")]);
+    assert_eq!(e.handle_request(ip(2), &Request::Send { sender: b("ana"), recipient: b("eve"), body: b("x") }), Reply::Send(S::Ok { id: 3 }));
+    assert_eq!(e.registry().get(b"eve").unwrap().mailbox.len(), 2);
+    let d = e.poll_delivery(std::time::Instant::now()).unwrap();
+    assert_eq!((d.addr, d.push), (addr(3, 5000), msg("ana", 1, "first")));
+    let dup = vec![UserRecord { alias: b("x"), full_name: b("x"), birth_date: None, last_id: 0, connection: None }; 2];
+    assert!(Engine::restore(EngineConfig::default(), dup, vec![]).is_err());
+}

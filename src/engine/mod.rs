@@ -22,7 +22,7 @@
 mod registry;
 mod scheduler;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
+use registry::Gate;
 pub use scheduler::DeliveryId;
 use scheduler::{InFlight, InFlightPush, Scheduler};
 
@@ -156,6 +157,43 @@ pub struct Engine {
     scheduler: Scheduler,
     events: VecDeque<Event>,
     changes: VecDeque<Change>,
+    /// Sequence number of the last change recorded; changes are numbered from 1.
+    change_seq: u64,
+    /// The driver's mark: every change up to this one is durable.
+    durable_seq: u64,
+    /// Holds handed out by `handle_request_held` and not yet released.
+    open_holds: HashSet<u64, foldhash::quality::RandomState>,
+    next_hold: u64,
+    /// The hold of the request being handled, if any.
+    current_hold: Option<u64>,
+    /// Users with work that may not go out yet (waiting for a hold or durability).
+    blocked: Vec<(Bytes, u64)>,
+}
+
+/// A request's claim on the pushes it caused: they wait until it is
+/// [released](Engine::release), which a driver does once the request's reply is sent.
+#[must_use = "pushes caused by the request wait until the hold is released"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hold(u64);
+
+/// A user as a store keeps it, for [`Engine::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub alias: Bytes,
+    pub full_name: Bytes,
+    pub birth_date: Option<Bytes>,
+    pub last_id: u32,
+    /// Where the user listens, if connected.
+    pub connection: Option<SocketAddr>,
+}
+
+/// A pending message as a store keeps it, for [`Engine::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub recipient: Bytes,
+    pub sender: Bytes,
+    pub id: u32,
+    pub body: Bytes,
 }
 
 impl Default for Engine {
@@ -206,7 +244,50 @@ impl Engine {
             scheduler: Scheduler::default(),
             events: VecDeque::new(),
             changes: VecDeque::new(),
+            change_seq: 0,
+            durable_seq: 0,
+            open_holds: HashSet::default(),
+            next_hold: 0,
+            current_hold: None,
+            blocked: Vec::new(),
         }
+    }
+
+    /// Rebuilds an engine from what a store kept: `users` with connected ones in the order
+    /// they connected, `messages` in the order they were accepted. Users that were connected
+    /// stay connected, and their pending messages are ready to go.
+    pub fn restore(
+        config: EngineConfig,
+        users: impl IntoIterator<Item = UserRecord>,
+        messages: impl IntoIterator<Item = MessageRecord>,
+    ) -> Result<Engine, EngineError> {
+        let mut engine = Engine::new(config);
+        for u in users {
+            if engine.registry.contains(&u.alias) {
+                return Err(EngineError::InconsistentChange("a user is stored twice"));
+            }
+            engine.registry.insert(&u.alias, &u.full_name, u.birth_date.as_deref());
+            if let Some(user) = engine.registry.get_mut(&u.alias) {
+                user.last_id = u.last_id;
+            }
+            if let Some(addr) = u.connection {
+                engine.registry.connect(&u.alias, addr, Gate::default());
+            }
+        }
+        for m in messages {
+            if !engine.registry.contains(&m.recipient) {
+                return Err(EngineError::InconsistentChange("a message is stored for an unknown user"));
+            }
+            // A sender may have unregistered since; its messages stay.
+            let sender = engine.registry.key(&m.sender).cloned().unwrap_or_else(|| Bytes::copy_from_slice(&m.sender));
+            let sender_uid = engine.registry.get(&m.sender).map_or(0, |u| u.uid);
+            engine.registry.store(&m.recipient, StoredMessage { sender, sender_uid, id: m.id, body: m.body, gate: Gate::default() });
+        }
+        let connected: Vec<Bytes> = engine.registry.connected().cloned().collect();
+        for alias in connected {
+            engine.wake(&alias);
+        }
+        Ok(engine)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -234,6 +315,43 @@ impl Engine {
             Request::Disconnect { alias } => Reply::Disconnect(self.disconnect(peer, alias)),
             Request::Send { sender, recipient, body } => Reply::Send(self.send(peer, sender, recipient, body)),
             Request::ConnectedUsers { alias } => Reply::ConnectedUsers(self.connected_users(peer, alias.as_ref())),
+        }
+    }
+
+    /// [`handle_request`](Self::handle_request), with the pushes the request causes held
+    /// back until `hold` is [released](Self::release): a driver releases it once the reply
+    /// is sent, so that no push (an acknowledgement above all) overtakes its reply.
+    pub fn handle_request_held(&mut self, peer: IpAddr, request: &Request) -> (Reply, Hold) {
+        self.next_hold += 1;
+        let hold = self.next_hold;
+        self.open_holds.insert(hold);
+        self.current_hold = Some(hold);
+        let reply = self.handle_request(peer, request);
+        self.current_hold = None;
+        (reply, Hold(hold))
+    }
+
+    /// Lets the pushes held for a request go out.
+    pub fn release(&mut self, hold: Hold) {
+        if self.open_holds.remove(&hold.0) {
+            self.unblock();
+        }
+    }
+
+    /// The sequence number of the last change recorded (0 before the first). After draining
+    /// [`poll_change`](Self::poll_change), the changes drained are the ones up to this number.
+    pub fn change_seq(&self) -> u64 {
+        self.change_seq
+    }
+
+    /// Tells the engine that every change up to `seq` is durable. With
+    /// [`EngineConfig::record_changes`], pushes wait for the changes that made them (a
+    /// stored message, a connection) to be durable.
+    pub fn mark_durable(&mut self, seq: u64) {
+        let seq = seq.min(self.change_seq);
+        if seq > self.durable_seq {
+            self.durable_seq = seq;
+            self.unblock();
         }
     }
 
@@ -282,8 +400,8 @@ impl Engine {
             (Some(_), None) => ConnectReply::Error,
             (Some(_), Some(port)) => {
                 let addr = SocketAddr::new(peer, port);
-                self.registry.connect(alias, addr);
                 self.record_change(|| Change::Connected { alias: alias.clone(), addr });
+                self.registry.connect(alias, addr, self.gate());
                 self.wake(alias);
                 ConnectReply::Ok
             }
@@ -331,7 +449,8 @@ impl Engine {
             id,
             body: body.clone(),
         });
-        self.registry.store(recipient, StoredMessage { sender: sender_key.clone(), sender_uid, id, body });
+        let gate = self.gate();
+        self.registry.store(recipient, StoredMessage { sender: sender_key.clone(), sender_uid, id, body, gate });
         if recipient_connected {
             self.wake(recipient);
         } else {
@@ -361,7 +480,14 @@ impl Engine {
     /// The next push to make, if any, with its deadline counted from `now`.
     pub fn poll_delivery(&mut self, now: Instant) -> Option<Delivery> {
         while let Some((alias, uid)) = self.scheduler.next_ready() {
-            let Some(user) = self.registry.get_mut(&alias).filter(|u| u.uid == uid) else { continue };
+            let Some(user) = self.registry.get(&alias).filter(|u| u.uid == uid) else { continue };
+            let has_work = !user.acks.is_empty() || !user.mailbox.is_empty();
+            if user.connection.is_some() && !user.busy && has_work && !self.sendable(user) {
+                // Its work waits for a hold or for durability; it stays queued there.
+                self.blocked.push((alias, uid));
+                continue;
+            }
+            let Some(user) = self.registry.get_mut(&alias) else { continue };
             user.queued = false;
             let (Some(conn), false) = (user.connection, user.busy) else { continue };
             let (push, flight_push) = if let Some(id) = user.acks.pop_front() {
@@ -464,7 +590,7 @@ impl Engine {
                 self.registry.remove(alias).ok_or(EngineError::InconsistentChange("unregistering an unknown user"))?;
             }
             Change::Connected { alias, addr } => {
-                if !self.registry.connect(alias, *addr) {
+                if !self.registry.connect(alias, *addr, Gate::default()) {
                     return Err(EngineError::InconsistentChange("connecting an unknown user"));
                 }
                 self.wake(alias);
@@ -484,7 +610,8 @@ impl Engine {
                     }
                     None => 0,
                 };
-                let message = StoredMessage { sender: sender_key, sender_uid, id: *id, body: Bytes::copy_from_slice(body) };
+                let message =
+                    StoredMessage { sender: sender_key, sender_uid, id: *id, body: Bytes::copy_from_slice(body), gate: Gate::default() };
                 self.registry.store(recipient, message);
                 self.wake(recipient);
             }
@@ -511,18 +638,55 @@ impl Engine {
         }
     }
 
-    /// Queues the user for delivery if it is connected, idle and has something to push.
+    /// Queues the user for delivery if it is connected, idle and has something to push; if
+    /// that push may not go out yet, parks the user until a hold or durability frees it.
     fn wake(&mut self, alias: &[u8]) {
         let Some(user) = self.registry.get(alias) else { return };
         if !user.wants_queueing() {
             return;
         }
-        let uid = user.uid;
+        let (uid, sendable) = (user.uid, self.sendable(user));
         let Some(key) = self.registry.key(alias).cloned() else { return };
         if let Some(user) = self.registry.get_mut(alias) {
             user.queued = true;
         }
-        self.scheduler.enqueue(key, uid);
+        if sendable {
+            self.scheduler.enqueue(key, uid);
+        } else {
+            self.blocked.push((key, uid));
+        }
+    }
+
+    /// The gate of what the current request makes now.
+    fn gate(&self) -> Gate {
+        Gate { seq: self.change_seq, hold: self.current_hold }
+    }
+
+    fn is_open(&self, gate: Gate) -> bool {
+        gate.seq <= self.durable_seq && gate.hold.is_none_or(|h| !self.open_holds.contains(&h))
+    }
+
+    /// Whether the user's next push may go out now.
+    fn sendable(&self, user: &User) -> bool {
+        user.connection.is_some_and(|c| self.is_open(c.gate))
+            && (!user.acks.is_empty() || user.mailbox.front().is_some_and(|m| self.is_open(m.gate)))
+    }
+
+    /// Moves the parked users whose next push may now go out to the ready queue.
+    fn unblock(&mut self) {
+        for (alias, uid) in std::mem::take(&mut self.blocked) {
+            let Some(user) = self.registry.get(&alias).filter(|u| u.uid == uid) else { continue };
+            if user.busy || user.connection.is_none() || (user.acks.is_empty() && user.mailbox.is_empty()) {
+                // Nothing to push now; a later wake queues it again.
+                if let Some(user) = self.registry.get_mut(&alias) {
+                    user.queued = false;
+                }
+            } else if self.sendable(user) {
+                self.scheduler.enqueue(alias, uid);
+            } else {
+                self.blocked.push((alias, uid));
+            }
+        }
     }
 
     fn record_event(&mut self, event: impl FnOnce() -> Event) {
@@ -533,6 +697,7 @@ impl Engine {
 
     fn record_change(&mut self, change: impl FnOnce() -> Change) {
         if self.config.record_changes {
+            self.change_seq += 1;
             self.changes.push_back(change());
         }
     }

@@ -7,8 +7,18 @@ use bytes::Bytes;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
-/// A message waiting in its recipient's mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// When something the engine made may be pushed: once the change that made it is durable
+/// (`seq` at most the driver's durable mark) and the request that made it has had its reply
+/// sent (`hold` released). See [`Engine::handle_request_held`](super::Engine::handle_request_held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Gate {
+    pub seq: u64,
+    pub hold: Option<u64>,
+}
+
+/// A message waiting in its recipient's mailbox. Two are equal when sender, id and body
+/// are (the rest is the engine's bookkeeping).
+#[derive(Debug, Clone)]
 pub struct StoredMessage {
     pub sender: Bytes,
     /// Which registration of `sender` sent it: an acknowledgement never reaches a newer
@@ -16,7 +26,16 @@ pub struct StoredMessage {
     pub(crate) sender_uid: u64,
     pub id: u32,
     pub body: Bytes,
+    pub(crate) gate: Gate,
 }
+
+impl PartialEq for StoredMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.sender == other.sender && self.id == other.id && self.body == other.body
+    }
+}
+
+impl Eq for StoredMessage {}
 
 /// Pending messages of one user, oldest first.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +82,8 @@ impl Mailbox {
 pub struct Connection {
     pub addr: SocketAddr,
     pub seq: u64,
+    /// Pushes to this connection wait for the CONNECT to be durable and answered.
+    pub(crate) gate: Gate,
 }
 
 /// One registered user.
@@ -187,11 +208,11 @@ impl Registry {
     }
 
     /// Marks the user connected at `addr`; returns false if it is not registered.
-    pub(crate) fn connect(&mut self, alias: &[u8], addr: SocketAddr) -> bool {
+    pub(crate) fn connect(&mut self, alias: &[u8], addr: SocketAddr, gate: Gate) -> bool {
         let Some(user) = self.users.get_mut(alias) else { return false };
         let previous = user.connection.take();
         self.next_seq += 1;
-        user.connection = Some(Connection { addr, seq: self.next_seq });
+        user.connection = Some(Connection { addr, seq: self.next_seq, gate });
         self.disconnect_user_indexes(previous);
         // The registry's own key (a reference count), not the request's bytes.
         if let Some(key) = self.key(alias).cloned() {

@@ -1,0 +1,161 @@
+//! The SQLite store: an engine restored from it equals the engine before, and every way a
+//! store can be unusable gives its own clear error.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cartero::engine::{Change, DeliveryOutcome, Engine, EngineConfig};
+use cartero::store::{Store, StoreError, DB_FILE};
+use cartero::Request;
+use proptest::prelude::*;
+
+const ALIASES: [&str; 4] = ["a", "b", "c", "d"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register(usize),
+    Unregister(usize),
+    Connect(usize, u16),
+    Disconnect(usize),
+    Send(usize, usize, u8),
+    Deliver(bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let u = 0..ALIASES.len();
+    prop_oneof![
+        2 => u.clone().prop_map(Op::Register),
+        1 => u.clone().prop_map(Op::Unregister),
+        2 => (u.clone(), 1u16..=65535).prop_map(|(a, p)| Op::Connect(a, p)),
+        1 => u.clone().prop_map(Op::Disconnect),
+        4 => (u.clone(), u, any::<u8>()).prop_map(|(s, r, n)| Op::Send(s, r, n)),
+        3 => any::<bool>().prop_map(Op::Deliver),
+    ]
+}
+
+/// Everything a restart must keep, in a comparable form.
+type Summary = (Vec<(Bytes, Bytes, Option<Bytes>, u32, Option<SocketAddr>, Vec<(Bytes, u32, Bytes)>)>, Vec<Bytes>);
+
+fn summary(e: &Engine) -> Summary {
+    let mut users: Vec<_> = e
+        .registry()
+        .iter()
+        .map(|(alias, u)| {
+            let mail = u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone())).collect();
+            (alias.clone(), u.full_name.clone(), u.birth_date.clone(), u.last_id, u.connection.map(|c| c.addr), mail)
+        })
+        .collect();
+    users.sort();
+    (users, e.registry().connected().cloned().collect())
+}
+
+fn run_and_commit(ops: &[Op], store: &mut Store, batch: usize) -> Engine {
+    let mut e = Engine::new(EngineConfig { record_changes: true, record_events: false, ..EngineConfig::default() });
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let b = |i: usize| Bytes::from_static(ALIASES[i].as_bytes());
+    let mut pending: Vec<Change> = Vec::new();
+    for (n, op) in ops.iter().enumerate() {
+        match *op {
+            Op::Register(u) => {
+                let date = if u % 2 == 0 { Some(Bytes::from_static(b"01/01/2000")) } else { None };
+                e.handle_request(ip, &Request::Register { full_name: Bytes::from(format!("Name {u}")), alias: b(u), birth_date: date });
+            }
+            Op::Unregister(u) => {
+                e.handle_request(ip, &Request::Unregister { alias: b(u) });
+            }
+            Op::Connect(u, p) => {
+                e.handle_request(ip, &Request::Connect { alias: b(u), port: Bytes::from(p.to_string()) });
+            }
+            Op::Disconnect(u) => {
+                e.handle_request(ip, &Request::Disconnect { alias: b(u) });
+            }
+            Op::Send(s, r, n) => {
+                e.handle_request(ip, &Request::Send { sender: b(s), recipient: b(r), body: Bytes::from(vec![b'a' + n % 26; 1 + n as usize]) });
+            }
+            Op::Deliver(ok) => {
+                e.mark_durable(e.change_seq());
+                if let Some(d) = e.poll_delivery(Instant::now()) {
+                    let outcome = if ok { DeliveryOutcome::Delivered } else { DeliveryOutcome::Failed };
+                    e.handle_delivery_result(d.id, outcome).unwrap();
+                }
+            }
+        }
+        pending.extend(std::iter::from_fn(|| e.poll_change()));
+        if n % batch == 0 {
+            store.commit(&pending).unwrap();
+            pending.clear();
+        }
+    }
+    store.commit(&pending).unwrap();
+    e
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn an_engine_restored_from_the_store_equals_the_engine_before(ops in proptest::collection::vec(op(), 1..80), batch in 1usize..8) {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let mut store = Store::open(dir.path()).unwrap();
+            run_and_commit(&ops, &mut store, batch)
+        };
+        // Reopened, as after a restart.
+        let mut store = Store::open(dir.path()).unwrap();
+        let (users, messages) = store.load().unwrap();
+        let restored = Engine::restore(EngineConfig::default(), users, messages).unwrap();
+        prop_assert_eq!(summary(&restored), summary(&before));
+    }
+}
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().expect("the second open fails");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another server"), "{err}");
+}
+
+#[test]
+fn a_corrupt_store_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0xAB; 8192]).unwrap();
+    let err = Store::open(dir.path()).err().expect("garbage is refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(DB_FILE), "{err}");
+}
+
+#[test]
+fn a_data_path_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file).err().expect("a file is not a directory");
+    assert!(matches!(err, StoreError::Directory { .. }), "{err}");
+}
+
+#[test]
+fn a_full_store_fails_the_whole_batch_and_keeps_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let reg = |i: usize| Change::Registered { alias: Bytes::from(format!("user{i:05}")), full_name: Bytes::from(vec![b'n'; 200]), birth_date: None };
+    store.commit(&[reg(0)]).unwrap();
+    store.set_max_pages(8).unwrap();
+    let mut committed = 1;
+    let err = loop {
+        let batch: Vec<Change> = (committed..committed + 10).map(reg).collect();
+        match store.commit(&batch) {
+            Ok(()) => committed += 10,
+            Err(e) => break e,
+        }
+        assert!(committed < 100_000, "the cap never bit");
+    };
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(store.probe().is_err(), "still full");
+    let (users, _) = store.load().unwrap();
+    assert_eq!(users.len(), committed, "the failed batch left nothing behind");
+    store.set_max_pages(1_000_000).unwrap();
+    store.probe().unwrap();
+}
