@@ -8,27 +8,51 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Delivery, DeliveryOutcome, Engine, EngineConfig};
+use crate::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError};
+use crate::store::{Store, StoreError};
 use crate::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: lost when the server stops.
+    Memory,
+    /// In a SQLite store in this directory (created if missing): every reply of 0 is
+    /// durable before it is sent.
+    Sqlite(PathBuf),
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store holds a state the server refuses: {0}")]
+    Restore(#[from] EngineError),
+}
 
 /// Everything `cartero serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
+    pub storage: Storage,
     pub wire: WireSettings,
     pub engine: EngineConfig,
     /// How long a client has to send its whole request (SPEC 4).
@@ -47,11 +71,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            storage: Storage::Memory,
             wire: WireSettings::default(),
             engine: EngineConfig::default(),
             request_timeout: Duration::from_secs(5),
             grace: Duration::from_millis(100),
-            max_connections: 1024,
+            max_connections: 4096,
             max_deliveries: 256,
             console: false,
         }
@@ -67,6 +92,18 @@ pub struct Stats {
     pub deliveries_ok: AtomicU64,
     pub deliveries_failed: AtomicU64,
     pub console_lines_dropped: AtomicU64,
+    /// Batches of changes written to the store, and those that failed.
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+/// Changes on their way to the store, with who waits for them.
+struct Pending {
+    changes: Vec<Change>,
+    /// The engine's change number of the last of them.
+    seq: u64,
+    /// Told whether they became durable (a request's reply waits for it).
+    done: Option<oneshot::Sender<bool>>,
 }
 
 struct Shared {
@@ -77,9 +114,40 @@ struct Shared {
     delivery_slots: Arc<Semaphore>,
     console: Option<SyncSender<String>>,
     stats: Arc<Stats>,
+    /// The committer's queue, when the state is durable.
+    committer: Option<mpsc::Sender<Pending>>,
+    /// The store failed: writes are refused and pushes paused until it recovers. Read and
+    /// written with the engine locked.
+    degraded: AtomicBool,
 }
 
 impl Shared {
+    /// Queues the engine's new changes for the store (call with the engine locked, so the
+    /// queue keeps the engine's order). Returns what tells whether they became durable, if
+    /// there were any; a failure to queue reads as "not durable".
+    fn queue_changes(&self, engine: &mut Engine) -> Option<oneshot::Receiver<bool>> {
+        let committer = self.committer.as_ref()?;
+        let changes: Vec<Change> = std::iter::from_fn(|| engine.poll_change()).collect();
+        if changes.is_empty() {
+            return None;
+        }
+        let (done, durable) = oneshot::channel();
+        let _ = committer.send(Pending { changes, seq: engine.change_seq(), done: Some(done) });
+        Some(durable)
+    }
+
+    /// Waits until everything queued so far is written (or failed); a store that is down
+    /// is waited for a few seconds at most.
+    async fn flush(&self) {
+        let Some(committer) = &self.committer else { return };
+        let (done, written) = oneshot::channel();
+        if committer.send(Pending { changes: Vec::new(), seq: 0, done: Some(done) }).is_ok()
+            && tokio::time::timeout(Duration::from_secs(5), written).await.is_err()
+        {
+            tracing::warn!("stopping with the store down: the last changes may not be on disk");
+        }
+    }
+
     fn engine(&self) -> MutexGuard<'_, Engine> {
         // The engine never panics while locked; if it ever did, its state is still
         // consistent between calls, so serving on is better than poisoning every request.
@@ -110,9 +178,39 @@ pub struct Server {
 const CONSOLE_QUEUE: usize = 65_536;
 
 impl Server {
-    /// Binds the listening socket. With `config.console`, prints SPEC 5's start lines.
-    pub async fn bind(config: ServerConfig) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.bind).await?;
+    /// Opens the storage (restoring what it holds) and binds the listening socket. With
+    /// `config.console`, prints SPEC 5's start lines once ready.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let store = match &config.storage {
+            Storage::Memory => None,
+            Storage::Sqlite(dir) => Some(Store::open(dir)?),
+        };
+        Server::bind_with(config, store).await
+    }
+
+    /// [`bind`](Self::bind) with a store the caller opened (and perhaps tuned); `storage`
+    /// in `config` is then ignored.
+    pub async fn bind_with(config: ServerConfig, store: Option<Store>) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let engine_config =
+            EngineConfig { record_events: config.console, record_changes: store.is_some(), ..config.engine.clone() };
+        let (engine, store) = match store {
+            None => (Engine::new(engine_config), None),
+            Some(mut store) => {
+                let started = std::time::Instant::now();
+                let (users, messages) = store.load()?;
+                let counts = (users.len(), messages.len());
+                let engine = Engine::restore(engine_config, users, messages)?;
+                tracing::info!(
+                    "storage: {} restored, {} users and {} pending messages, in {:.2?}",
+                    store.path().display(),
+                    counts.0,
+                    counts.1,
+                    started.elapsed()
+                );
+                (engine, Some(store))
+            }
+        };
         let console = config.console.then(|| {
             let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
             std::thread::spawn(move || {
@@ -125,18 +223,33 @@ impl Server {
             });
             tx
         });
-        let engine_config = EngineConfig { record_events: config.console, ..config.engine.clone() };
+        let (committer, queue) = match store {
+            Some(store) => {
+                let (tx, rx) = mpsc::channel();
+                (Some(tx), Some((store, rx)))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
-            engine: Mutex::new(Engine::new(engine_config)),
+            engine: Mutex::new(engine),
             delivery_slots: Arc::new(Semaphore::new(config.max_deliveries.max(1))),
             config,
             work: Notify::new(),
             console,
             stats: Arc::new(Stats::default()),
+            committer,
+            degraded: AtomicBool::new(false),
         });
+        if let Some((store, rx)) = queue {
+            let weak = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("cartero-committer".into())
+                .spawn(move || run_committer(store, rx, weak))
+                .map_err(|source| ServerError::Bind { addr: shared.config.bind, source })?;
+        }
         let server = Server { listener, shared };
         if let Some(console) = &server.shared.console {
-            let addr = server.local_addr()?;
+            let addr = server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
             let _ = console.try_send(format!("s> init server {}:{}", display_ip(addr.ip()), addr.port()));
             let _ = console.try_send("s>".to_string());
         }
@@ -197,6 +310,7 @@ impl Server {
         let _ = dispatcher.await;
         deliveries.close();
         deliveries.wait().await;
+        shared.flush().await;
         Ok(())
     }
 }
@@ -219,6 +333,8 @@ enum ReadEnd {
     Empty,
     /// A bad or unfinished request; the operation, if known, decides the answer.
     Bad(Option<Operation>, String),
+    /// Not a byte arrived before the request deadline.
+    Idle,
 }
 
 async fn read_request(shared: &Shared, stream: &mut TcpStream, deadline: Instant) -> Result<Request, ReadEnd> {
@@ -250,10 +366,8 @@ async fn read_request(shared: &Shared, stream: &mut TcpStream, deadline: Instant
                     return Ok(request);
                 }
             }
-            Err(_) => {
-                let what = if decoder.is_started() { "request not finished" } else { "no request" };
-                return Err(ReadEnd::Bad(decoder.operation(), format!("{what} within the request timeout")));
-            }
+            Err(_) if !decoder.is_started() && buf.is_empty() => return Err(ReadEnd::Idle),
+            Err(_) => return Err(ReadEnd::Bad(decoder.operation(), "request not finished within the request timeout".into())),
         }
     }
 }
@@ -262,24 +376,42 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
     let deadline = Instant::now() + shared.config.request_timeout;
     let _ = stream.set_nodelay(true);
     let peer_ip = canonical_ip(peer.ip());
+    let mut hold = None;
     let reply = match read_request(shared, &mut stream, deadline).await {
         Ok(request) => {
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut engine = shared.engine();
-            let reply = engine.handle_request(peer_ip, &request);
-            shared.flush_events(&mut engine);
+            let op = request.operation();
+            let (reply, durable) = {
+                let mut engine = shared.engine();
+                if shared.degraded.load(Ordering::Acquire) && op != Operation::ConnectedUsers {
+                    // The store cannot take writes: refuse rather than answer what would be lost.
+                    (Reply::failure(op), None)
+                } else {
+                    let (reply, h) = engine.handle_request_held(peer_ip, &request);
+                    hold = Some(h);
+                    shared.flush_events(&mut engine);
+                    (reply, shared.queue_changes(&mut engine))
+                }
+            };
+            // A reply of 0 leaves only once its change is durable.
+            let reply = match durable {
+                Some(durable) => match durable.await {
+                    Ok(true) => reply,
+                    _ => Reply::failure(op),
+                },
+                None => reply,
+            };
             let mut bytes = BytesMut::new();
             reply.encode(shared.config.wire.codes, &mut bytes);
-            // The reply must leave before any push it causes (SPEC 2.3, 2.5). Replies that
-            // cause pushes (SEND, CONNECT) are a dozen bytes, which a new socket's send
-            // buffer always takes, so they go out here, before the dispatcher can see the
-            // new work; anything the kernel does not take at once follows below.
-            let written = if causes_pushes(&reply) { stream.try_write(&bytes).unwrap_or(0) } else { 0 };
-            drop(engine);
-            shared.work.notify_one();
-            Some(bytes.split_off(written))
+            Some(bytes)
         }
         Err(ReadEnd::Empty) => None,
+        Err(ReadEnd::Idle) => {
+            // Idle connections are what floods make: not worth a line each by default.
+            shared.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("connection from {peer} sent nothing within the request timeout");
+            None
+        }
         Err(ReadEnd::Bad(op, why)) => {
             shared.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             tracing::info!("bad request from {peer}: {why}");
@@ -290,14 +422,17 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
             })
         }
     };
-    if let Some(rest) = reply {
-        if !rest.is_empty() {
-            match timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), stream.write_all(&rest)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!("reply to {peer} not written: {e}"),
-                Err(_) => tracing::debug!("reply to {peer} not written in time"),
-            }
+    if let Some(bytes) = reply {
+        match timeout_at(deadline.max(Instant::now() + Duration::from_secs(1)), stream.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("reply to {peer} not written: {e}"),
+            Err(_) => tracing::debug!("reply to {peer} not written in time"),
         }
+    }
+    // The pushes this request caused may go now that its reply is out.
+    if let Some(hold) = hold {
+        shared.engine().release(hold);
+        shared.work.notify_one();
     }
     linger(&mut stream).await;
 }
@@ -317,10 +452,6 @@ async fn linger(stream: &mut TcpStream) {
     }
 }
 
-fn causes_pushes(reply: &Reply) -> bool {
-    matches!(reply.operation(), Operation::Send | Operation::Connect) && reply.is_ok()
-}
-
 /// An IPv4 peer on a dual-stack socket shows up as `::ffff:a.b.c.d`; the IP checks of SPEC 2
 /// compare it as the IPv4 address it is.
 fn canonical_ip(ip: IpAddr) -> IpAddr {
@@ -338,7 +469,8 @@ async fn dispatch(shared: Arc<Shared>, tasks: TaskTracker, stop: CancellationTok
             let mut engine = shared.engine();
             let now = std::time::Instant::now();
             engine.handle_timeout(now);
-            while let Ok(slot) = shared.delivery_slots.clone().try_acquire_owned() {
+            let paused = shared.degraded.load(Ordering::Acquire);
+            while let (false, Ok(slot)) = (paused, shared.delivery_slots.clone().try_acquire_owned()) {
                 let Some(delivery) = engine.poll_delivery(now) else { break };
                 let shared = shared.clone();
                 tasks.spawn(async move {
@@ -348,6 +480,7 @@ async fn dispatch(shared: Arc<Shared>, tasks: TaskTracker, stop: CancellationTok
                 });
             }
             shared.flush_events(&mut engine);
+            let _ = shared.queue_changes(&mut engine);
             engine.poll_timeout()
         };
         let sleep_until = next_deadline.map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
@@ -386,6 +519,7 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
     // Refused only if the engine's own timeout already failed this delivery.
     let _ = engine.handle_delivery_result(delivery.id, outcome);
     shared.flush_events(&mut engine);
+    let _ = shared.queue_changes(&mut engine);
 }
 
 /// Most bytes a listener may send back before the push counts as failed.
@@ -409,6 +543,88 @@ async fn push(addr: SocketAddr, bytes: Bytes) -> io::Result<()> {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "listener keeps writing"));
                 }
             }
+        }
+    }
+}
+
+/// Most requests' changes written in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// The committer thread: writes queued changes in batches (group commit: one fsync for all
+/// the requests waiting at that moment), tells the engine what is durable, and answers the
+/// requests waiting for it. Ends when the server is gone.
+fn run_committer(mut store: Store, queue: mpsc::Receiver<Pending>, shared: Weak<Shared>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let result = store.commit(batch.iter().flat_map(|p| p.changes.iter()));
+        let Some(shared) = shared.upgrade() else { return };
+        match result {
+            Ok(()) => {
+                shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                let seq = batch.iter().map(|p| p.seq).max().unwrap_or(0);
+                shared.engine().mark_durable(seq);
+                shared.work.notify_one();
+                for pending in batch {
+                    if let Some(done) = pending.done {
+                        let _ = done.send(true);
+                    }
+                }
+            }
+            Err(e) => {
+                shared.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("storage write failed: {e}; writes are refused until the store recovers");
+                shared.degraded.store(true, Ordering::Release);
+                for pending in batch {
+                    if let Some(done) = pending.done {
+                        let _ = done.send(false);
+                    }
+                }
+                recover(&mut store, &queue, &shared);
+            }
+        }
+    }
+}
+
+/// After a failed write: waits until the store takes writes again, then rebuilds the engine
+/// from it (the memory still holds the failed changes) and serves writes again.
+fn recover(store: &mut Store, queue: &mpsc::Receiver<Pending>, shared: &Shared) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if store.probe().is_err() {
+            continue;
+        }
+        // No push of the old engine may be in flight when the new one starts (delivery ids
+        // start over). Pushes are paused now, so this ends within the delivery timeout.
+        while shared.delivery_slots.available_permits() < shared.config.max_deliveries.max(1) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let restored = store.load().map_err(ServerError::from).and_then(|(users, messages)| {
+            let config = shared.engine().config().clone();
+            Engine::restore(config, users, messages).map_err(ServerError::from)
+        });
+        match restored {
+            Ok(engine) => {
+                let mut current = shared.engine();
+                *current = engine;
+                // Whatever the old engine queued since the failure never reached the store.
+                while let Ok(stale) = queue.try_recv() {
+                    if let Some(done) = stale.done {
+                        let _ = done.send(false);
+                    }
+                }
+                shared.degraded.store(false, Ordering::Release);
+                drop(current);
+                tracing::info!("storage recovered: serving writes again");
+                shared.work.notify_one();
+                return;
+            }
+            Err(e) => tracing::error!("storage takes writes again but cannot be read back: {e}"),
         }
     }
 }

@@ -1,113 +1,15 @@
 //! The `cartero` binary as people run it: `cartero serve` and its console lines (SPEC 5),
 //! `cartero client` and its output lines (SPEC 6), on 127.0.0.1.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::Duration;
 
 use cartero::client::blocking::{Client, Listener};
 use cartero::wire::ConnectReply;
 
-const LIMIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_cartero");
+mod common;
 
-/// A running `cartero` process whose standard output is read line by line.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cartero starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Proc { child, stdin, lines, seen: Vec::new() }
-    }
-
-    /// The next line of standard output.
-    fn line(&mut self) -> String {
-        let line = self.lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no line in time; so far: {:#?}", self.seen));
-        self.seen.push(line.clone());
-        line
-    }
-
-    fn expect(&mut self, expected: &[&str]) {
-        for want in expected {
-            assert_eq!(self.line(), *want, "after {:#?}", self.seen);
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Closes standard input and waits for the exit; returns the exit code and the rest of
-    /// standard output and standard error.
-    fn finish(mut self) -> (i32, Vec<String>, String) {
-        drop(self.stdin.take());
-        let code = wait(&mut self.child);
-        let rest: Vec<String> = self.lines.iter().collect();
-        let mut stderr = String::new();
-        use std::io::Read;
-        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-        (code, rest, stderr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait(child: &mut Child) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(start.elapsed() < LIMIT, "process did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn interrupt(child: &Child) {
-    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill -INT works");
-}
-
-/// Starts `cartero serve` on a free loopback port; returns it and the port.
-fn serve(extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["serve", "-p", "0", "--bind", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    let mut server = Proc::start(&args);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    let port = port.parse().unwrap();
-    server.expect(&["s>"]);
-    (server, port)
-}
+use common::{interrupt, serve, Proc, LIMIT};
 
 #[test]
 fn server_console_lines_and_a_clean_sigint() {
@@ -163,7 +65,7 @@ fn server_console_lines_and_a_clean_sigint() {
 fn server_with_a_taken_port_says_why_in_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let server = Proc::start(&["serve", "-p", &port, "--bind", "127.0.0.1"]);
+    let server = Proc::start(&["serve", "-p", &port, "--bind", "127.0.0.1", "--memory"]);
     let (code, _, stderr) = server.finish();
     assert_eq!(code, 1);
     let line = stderr.lines().find(|l| l.starts_with("cartero:")).expect("an error line");

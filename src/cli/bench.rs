@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cartero::client::{Client, Listener};
-use cartero::server::{Server, ServerConfig};
+use cartero::server::{Server, ServerConfig, Storage};
 use cartero::wire::{ConnectReply, RegisterReply, SendReply};
 use cartero::{Codec, Push};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +44,10 @@ pub struct Args {
     /// process (0 skips it).
     #[arg(long, default_value_t = 0)]
     idle_users: usize,
+    /// Also run cartero with its durable store, in a fresh directory under this one, and
+    /// compare it with the in-memory run.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
     /// How long to wait for the last deliveries after the last SEND.
     #[arg(long, default_value = "30s", value_parser = super::duration)]
     drain_timeout: Duration,
@@ -103,8 +107,18 @@ pub fn run(args: Args) -> ExitCode {
     );
     println!("{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}", "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "vs base");
     for &concurrency in &args.concurrency {
+        let durable = args.data.as_ref().map(|dir| {
+            let run_dir = dir.join(format!("bench-{}-c{concurrency}", std::process::id()));
+            let result = runtime.block_on(async {
+                match start_cartero(Storage::Sqlite(run_dir.clone())).await {
+                    Ok(addr) => run_load("durable", addr, &args, concurrency).await,
+                    Err(e) => Err(format!("cannot start the durable server: {e}")),
+                }
+            });
+            (run_dir, result)
+        });
         let result = runtime.block_on(async {
-            let cartero = match start_cartero().await {
+            let cartero = match start_cartero(Storage::Memory).await {
                 Ok(addr) => run_load("cartero", addr, &args, concurrency).await,
                 Err(e) => Err(format!("cannot start the server: {e}")),
             };
@@ -123,6 +137,19 @@ pub fn run(args: Args) -> ExitCode {
                 let base_rate = baseline.as_ref().and_then(|b| b.as_ref().ok()).map(RunResult::ops_per_sec);
                 failed |= c.errors > 0 || c.lost > 0 || c.duplicated > 0;
                 print_row("cartero", concurrency, &c, base_rate);
+                if let Some((dir, durable)) = durable {
+                    match durable {
+                        Ok(d) => {
+                            failed |= d.errors > 0 || d.lost > 0 || d.duplicated > 0;
+                            print_row("durable", concurrency, &d, Some(c.ops_per_sec()));
+                        }
+                        Err(e) => {
+                            eprintln!("cartero: durable run at concurrency {concurrency}: {e}");
+                            failed = true;
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 match baseline {
                     Some(Ok(b)) => print_row("baseline", concurrency, &b, None),
                     Some(Err(e)) => eprintln!("cartero: baseline at concurrency {concurrency}: {e}"),
@@ -173,10 +200,10 @@ fn print_row(name: &str, concurrency: usize, r: &RunResult, base_rate: Option<f6
     );
 }
 
-async fn start_cartero() -> std::io::Result<SocketAddr> {
-    let config = ServerConfig { bind: SocketAddr::new(LOOPBACK, 0), max_connections: 4096, ..ServerConfig::default() };
-    let server = Server::bind(config).await?;
-    let addr = server.local_addr()?;
+async fn start_cartero(storage: Storage) -> Result<SocketAddr, String> {
+    let config = ServerConfig { bind: SocketAddr::new(LOOPBACK, 0), storage, max_connections: 4096, ..ServerConfig::default() };
+    let server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
     // Runs until the bench's runtime ends.
     tokio::spawn(server.run(std::future::pending()));
     Ok(addr)

@@ -1,11 +1,12 @@
 //! `cartero serve`: the message-delivery server on a TCP port.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cartero::engine::EngineConfig;
-use cartero::server::{Server, ServerConfig};
+use cartero::server::{Server, ServerConfig, Storage};
 use cartero::wire::{CodeEncoding, PushNames, WireSettings};
 
 #[derive(clap::Args)]
@@ -32,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value = "100ms", value_parser = super::duration)]
     grace: Duration,
     /// Request connections served at once; more are closed unanswered.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 4096)]
     max_connections: usize,
     /// Pushes in flight at once, over all users.
     #[arg(long, default_value_t = 256)]
@@ -43,18 +44,34 @@ pub struct Args {
     /// Pending messages per user at most.
     #[arg(long, default_value_t = EngineConfig::default().max_pending_per_user)]
     max_pending: usize,
-    /// Keep all state in memory (lost when the server stops). This is the only storage
-    /// until durable storage lands, so it is also what runs without this flag.
+    /// Directory of the durable store (created if missing): users, connections, pending
+    /// messages and id counters survive a crash or a restart.
+    #[arg(long, default_value = "./cartero-data", conflicts_with = "memory")]
+    data: PathBuf,
+    /// Keep all state in memory instead (lost when the server stops).
     #[arg(long)]
     memory: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
-    if !args.memory {
-        tracing::info!("storage: memory (durable storage is not built yet; state is lost when the server stops)");
+    // Each request and each push is a socket: allow as many as the system lets us.
+    match rlimit::increase_nofile_limit(65_536) {
+        Ok(limit) if (limit as usize) < args.max_connections + args.max_deliveries + 64 => tracing::warn!(
+            "only {limit} file descriptors allowed: fewer than --max-connections and --max-deliveries need; \
+             connections past it are refused until load drops"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
+    let storage = if args.memory {
+        tracing::info!("storage: memory (state is lost when the server stops)");
+        Storage::Memory
+    } else {
+        Storage::Sqlite(args.data)
+    };
     let config = ServerConfig {
         bind: SocketAddr::new(args.bind, args.port),
+        storage,
         wire: WireSettings { codes: args.codes, push_names: args.push_names },
         engine: EngineConfig {
             max_users: args.max_users,
@@ -79,7 +96,7 @@ pub fn run(args: Args) -> ExitCode {
         let server = match Server::bind(config.clone()).await {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("cartero: cannot listen on {}: {e}", config.bind);
+                eprintln!("cartero: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -1,0 +1,118 @@
+//! Helpers shared by the tests that run the `cartero` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+pub const LIMIT: Duration = Duration::from_secs(10);
+pub const BIN: &str = env!("CARGO_BIN_EXE_cartero");
+
+/// A running `cartero` process whose standard output is read line by line.
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Proc {
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cartero starts");
+        let stdout = child.stdout.take().unwrap();
+        // Standard error is read as it comes, so a chatty process never blocks on it.
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr_pipe, &mut text);
+            text
+        });
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc { child, stdin, lines, seen: Vec::new(), stderr: Some(stderr) }
+    }
+
+    /// The next line of standard output.
+    pub fn line(&mut self) -> String {
+        let line = self.lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no line in time; so far: {:#?}", self.seen));
+        self.seen.push(line.clone());
+        line
+    }
+
+    pub fn expect(&mut self, expected: &[&str]) {
+        for want in expected {
+            assert_eq!(self.line(), *want, "after {:#?}", self.seen);
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes standard input and waits for the exit; returns the exit code and the rest of
+    /// standard output and standard error.
+    pub fn finish(mut self) -> (i32, Vec<String>, String) {
+        drop(self.stdin.take());
+        let code = wait(&mut self.child);
+        let rest: Vec<String> = self.lines.iter().collect();
+        let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        (code, rest, stderr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait(child: &mut Child) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < LIMIT, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn interrupt(child: &Child) {
+    let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -INT works");
+}
+
+/// Starts `cartero serve` on a free loopback port (in memory unless `extra` names
+/// `--data`); returns it and the port.
+pub fn serve(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["serve", "-p", "0", "--bind", "127.0.0.1"];
+    if !extra.contains(&"--data") {
+        args.push("--memory");
+    }
+    args.extend_from_slice(extra);
+    let mut server = Proc::start(&args);
+    let init = server.line();
+    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let port = port.parse().unwrap();
+    server.expect(&["s>"]);
+    (server, port)
+}
+
