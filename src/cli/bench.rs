@@ -48,6 +48,10 @@ pub struct Args {
     /// compare it with the in-memory run.
     #[arg(long)]
     data: Option<std::path::PathBuf>,
+    /// Also measure a restart: fill a store with this many pending messages, then time a
+    /// `cartero serve` process from launch until it answers (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    restart_pending: usize,
     /// How long to wait for the last deliveries after the last SEND.
     #[arg(long, default_value = "30s", value_parser = super::duration)]
     drain_timeout: Duration,
@@ -105,7 +109,7 @@ pub fn run(args: Args) -> ExitCode {
         "cartero bench: {} users with listeners on 127.0.0.1, {} SENDs per run, each with its delivery and acknowledgement",
         args.users, args.messages
     );
-    println!("{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}", "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "vs base");
+    println!("{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}", "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "ratio");
     for &concurrency in &args.concurrency {
         let durable = args.data.as_ref().map(|dir| {
             let run_dir = dir.join(format!("bench-{}-c{concurrency}", std::process::id()));
@@ -162,6 +166,7 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     }
+    println!("ratio: cartero's rate over the baseline's; durable's over cartero's in memory");
     if args.idle_users > 0 {
         match runtime.block_on(measure_idle_users(args.idle_users)) {
             Ok((per_user, total)) => println!(
@@ -172,6 +177,18 @@ pub fn run(args: Args) -> ExitCode {
             ),
             Err(e) => {
                 eprintln!("cartero: memory measurement failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    if args.restart_pending > 0 {
+        match measure_restart(args.restart_pending) {
+            Ok((fill, ready)) => println!(
+                "restart: {} pending messages (written in {:.1?}); cartero serve answered {:.2?} after launch",
+                args.restart_pending, fill, ready
+            ),
+            Err(e) => {
+                eprintln!("cartero: restart measurement failed: {e}");
                 failed = true;
             }
         }
@@ -511,4 +528,66 @@ fn rss_bytes(pid: u32) -> Result<u64, String> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .ok_or_else(|| "no VmRSS in /proc status".to_string())
+}
+
+// -------------------------------------------------------------------------------- restart
+
+/// Writes `pending` messages among 1,000 offline users straight into a fresh store, then
+/// starts `cartero serve` on it and times launch to first answer (a CONNECTEDUSERS).
+fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
+    use cartero::engine::Change;
+    use cartero::store::Store;
+    let dir = std::env::temp_dir().join(format!("cartero-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = (|| {
+        let started = Instant::now();
+        {
+            let mut store = Store::open(&dir).map_err(|e| e.to_string())?;
+            let users = 1_000;
+            let alias = |i: usize| Bytes::from(format!("user{i:04}"));
+            let registered: Vec<Change> = (0..users)
+                .map(|i| Change::Registered { alias: alias(i), full_name: alias(i), birth_date: None })
+                .collect();
+            store.commit(&registered).map_err(|e| e.to_string())?;
+            let body = Bytes::from_static(b"a pending message of a typical size, about sixty bytes long");
+            let mut ids = vec![0u32; users];
+            let mut written = 0;
+            while written < pending {
+                let batch: Vec<Change> = (written..(written + 50_000).min(pending))
+                    .map(|n| {
+                        let sender = n % users;
+                        ids[sender] += 1;
+                        Change::Stored { recipient: alias((n * 7 + 1) % users), sender: alias(sender), id: ids[sender], body: body.clone() }
+                    })
+                    .collect();
+                written += batch.len();
+                store.commit(&batch).map_err(|e| e.to_string())?;
+                progress(&format!("written {written}/{pending} pending messages"));
+            }
+        }
+        clear_progress();
+        let fill = started.elapsed();
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let launched = Instant::now();
+        let mut child = Command::new(exe)
+            .args(["serve", "-p", "0", "--bind", "127.0.0.1", "--data"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start cartero serve: {e}"))?;
+        let answered = (|| {
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let first = BufReader::new(stdout).lines().next().and_then(Result::ok).ok_or("the server printed no start line")?;
+            let port: u16 = first.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or(format!("start line {first:?}"))?;
+            let client = cartero::client::blocking::Client::new("127.0.0.1", port);
+            client.connected_users(None).map_err(|e| e.to_string())?;
+            Ok::<_, String>(launched.elapsed())
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok((fill, answered?))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
