@@ -12,7 +12,11 @@ fn typical_requests() -> Vec<Request> {
     let b = |s: String| Bytes::from(s);
     (0..1000)
         .map(|i| match i % 10 {
-            0 => Request::Register { full_name: b(format!("Student Number {i}")), alias: b(format!("user{i}")), birth_date: Some(b("01/02/2003".into())) },
+            0 => Request::Register {
+                full_name: b(format!("Student Number {i}")),
+                alias: b(format!("user{i}")),
+                birth_date: Some(b("01/02/2003".into())),
+            },
             1 => Request::Connect { alias: b(format!("user{i}")), port: b("45123".into()) },
             2 => Request::ConnectedUsers { alias: Some(b(format!("user{i}"))) },
             _ => Request::Send {

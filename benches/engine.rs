@@ -17,7 +17,14 @@ fn engine(record_events: bool) -> (Engine, Vec<Bytes>) {
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let aliases: Vec<Bytes> = (0..USERS).map(|i| Bytes::from(format!("user{i}"))).collect();
     for alias in &aliases {
-        engine.handle_request(peer, &Request::Register { full_name: alias.clone(), alias: alias.clone(), birth_date: Some(Bytes::from_static(b"01/02/2003")) });
+        engine.handle_request(
+            peer,
+            &Request::Register {
+                full_name: alias.clone(),
+                alias: alias.clone(),
+                birth_date: Some(Bytes::from_static(b"01/02/2003")),
+            },
+        );
         engine.handle_request(peer, &Request::Connect { alias: alias.clone(), port: Bytes::from_static(b"40000") });
     }
     while engine.poll_event().is_some() {}
@@ -34,7 +41,11 @@ fn bench(c: &mut Criterion) {
         let (mut engine, aliases) = engine(record_events);
         // Requests are built once, as a driver's decoder would hand them over.
         let requests: Vec<Request> = (0..USERS)
-            .map(|i| Request::Send { sender: aliases[i].clone(), recipient: aliases[(i * 7 + 1) % USERS].clone(), body: body.clone() })
+            .map(|i| Request::Send {
+                sender: aliases[i].clone(),
+                recipient: aliases[(i * 7 + 1) % USERS].clone(),
+                body: body.clone(),
+            })
             .collect();
         let now = Instant::now();
         let mut i = 0;

@@ -50,7 +50,14 @@ struct Target {
     timeout: Duration,
 }
 
+/// How long one request may take unless a client is told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Target {
+    fn new(host: String, port: u16) -> Target {
+        Target { host, port, timeout: DEFAULT_TIMEOUT }
+    }
+
     fn name(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -131,9 +138,9 @@ pub struct Client {
 
 impl Client {
     /// A client of the server at `host` (a name or an address) and `port`; each request may
-    /// take 5 seconds at most.
+    /// take [`DEFAULT_TIMEOUT`] at most.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Client { target: Target { host: host.into(), port, timeout: Duration::from_secs(5) } }
+        Client { target: Target::new(host.into(), port) }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -291,9 +298,9 @@ pub mod blocking {
 
     impl Client {
         /// A client of the server at `host` (a name or an address) and `port`; each request
-        /// may take 5 seconds at most.
+        /// may take [`DEFAULT_TIMEOUT`] at most.
         pub fn new(host: impl Into<String>, port: u16) -> Self {
-            Client { target: Target { host: host.into(), port, timeout: Duration::from_secs(5) } }
+            Client { target: Target::new(host.into(), port) }
         }
 
         pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -309,7 +316,8 @@ pub mod blocking {
             let timed_out = || ClientError::Timeout { server: t.name(), timeout: t.timeout };
             let mut stream = self.open(deadline)?;
             let left = |stream: &TcpStream| -> Result<(), ClientError> {
-                let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(timed_out)?;
+                let left =
+                    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or_else(timed_out)?;
                 stream.set_read_timeout(Some(left))?;
                 stream.set_write_timeout(Some(left))?;
                 Ok(())
@@ -374,24 +382,27 @@ pub mod blocking {
             let (tx, pushes) = sync_channel(LISTENER_QUEUE);
             let stop = Arc::new(AtomicBool::new(false));
             let stopping = stop.clone();
-            let thread = std::thread::Builder::new().name(format!("cartero-listener-{}", addr.port())).spawn(move || {
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let Ok(mut stream) = stream else { continue };
-                    match read_to_end(&mut stream).and_then(|mut buf| decode_pushes(&mut buf).map_err(io::Error::other)) {
-                        Ok(received) => {
-                            for push in received {
-                                if tx.send(push).is_err() {
-                                    return;
+            let thread =
+                std::thread::Builder::new().name(format!("cartero-listener-{}", addr.port())).spawn(move || {
+                    for stream in listener.incoming() {
+                        if stopping.load(Ordering::Acquire) {
+                            return;
+                        }
+                        let Ok(mut stream) = stream else { continue };
+                        match read_to_end(&mut stream)
+                            .and_then(|mut buf| decode_pushes(&mut buf).map_err(io::Error::other))
+                        {
+                            Ok(received) => {
+                                for push in received {
+                                    if tx.send(push).is_err() {
+                                        return;
+                                    }
                                 }
                             }
+                            Err(e) => tracing::warn!("bad push: {e}"),
                         }
-                        Err(e) => tracing::warn!("bad push: {e}"),
                     }
-                }
-            })?;
+                })?;
             Ok(Listener { addr, pushes, stop, thread: Some(thread) })
         }
 

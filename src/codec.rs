@@ -199,10 +199,7 @@ mod tests {
         let mut c = Codec::new(3);
         let mut dst = BytesMut::new();
         assert!(matches!(c.encode(&b"a\0b"[..], &mut dst), Err(CodecError::ContainsNul { offset: 1 })));
-        assert!(matches!(
-            c.encode(&b"abcd"[..], &mut dst),
-            Err(CodecError::TooLongToEncode { len: 4, max_len: 3 })
-        ));
+        assert!(matches!(c.encode(&b"abcd"[..], &mut dst), Err(CodecError::TooLongToEncode { len: 4, max_len: 3 })));
         assert!(dst.is_empty(), "nothing is written on error");
         c.encode(&b"abc"[..], &mut dst).unwrap();
         assert_eq!(&dst[..], b"abc\0");

@@ -94,20 +94,21 @@ impl Harness {
         self.engine.mark_durable(self.engine.change_seq());
         while let Some(delivery) = self.engine.poll_delivery(self.now) {
             attempted += 1;
-            let outcome = match (self.listeners.get_mut(&delivery.addr), delivery.push.to_bytes(self.settings.push_names)) {
-                (Some(listener), Ok(bytes)) if listener.up => {
-                    let mut buf = BytesMut::from(&bytes[..]);
-                    match PushDecoder::new().decode_eof(&mut buf) {
-                        Ok(Some(push)) => {
-                            listener.received.push(push);
-                            listener.raw.push(bytes.to_vec());
-                            DeliveryOutcome::Delivered
+            let outcome =
+                match (self.listeners.get_mut(&delivery.addr), delivery.push.to_bytes(self.settings.push_names)) {
+                    (Some(listener), Ok(bytes)) if listener.up => {
+                        let mut buf = BytesMut::from(&bytes[..]);
+                        match PushDecoder::new().decode_eof(&mut buf) {
+                            Ok(Some(push)) => {
+                                listener.received.push(push);
+                                listener.raw.push(bytes.to_vec());
+                                DeliveryOutcome::Delivered
+                            }
+                            _ => DeliveryOutcome::Failed,
                         }
-                        _ => DeliveryOutcome::Failed,
                     }
-                }
-                _ => DeliveryOutcome::Failed,
-            };
+                    _ => DeliveryOutcome::Failed,
+                };
             // The id came from poll_delivery just now, so it is in flight.
             let _ = self.engine.handle_delivery_result(delivery.id, outcome);
         }

@@ -191,7 +191,8 @@ impl Server {
     /// [`bind`](Self::bind) with a store the caller opened (and perhaps tuned); `storage`
     /// in `config` is then ignored.
     pub async fn bind_with(config: ServerConfig, store: Option<Store>) -> Result<Server, ServerError> {
-        let listener = TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let engine_config =
             EngineConfig { record_events: config.console, record_changes: store.is_some(), ..config.engine.clone() };
         let (engine, store) = match store {
@@ -249,7 +250,8 @@ impl Server {
         }
         let server = Server { listener, shared };
         if let Some(console) = &server.shared.console {
-            let addr = server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
+            let addr =
+                server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
             let _ = console.try_send(format!("s> init server {}:{}", display_ip(addr.ip()), addr.port()));
             let _ = console.try_send("s>".to_string());
         }
@@ -292,7 +294,10 @@ impl Server {
             };
             let Ok(permit) = connection_slots.clone().try_acquire_owned() else {
                 shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("refused connection from {peer}: {} connections in progress", shared.config.max_connections);
+                tracing::warn!(
+                    "refused connection from {peer}: {} connections in progress",
+                    shared.config.max_connections
+                );
                 continue;
             };
             let shared = shared.clone();
@@ -311,6 +316,18 @@ impl Server {
         deliveries.close();
         deliveries.wait().await;
         shared.flush().await;
+        let st = &shared.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            "stopped: {} requests ({} bad or idle), {} connections refused, {} pushes delivered, {} failed, {} store commits ({} failed)",
+            n(&st.requests),
+            n(&st.bad_requests),
+            n(&st.refused_connections),
+            n(&st.deliveries_ok),
+            n(&st.deliveries_failed),
+            n(&st.commits),
+            n(&st.commit_failures)
+        );
         Ok(())
     }
 }
@@ -367,7 +384,9 @@ async fn read_request(shared: &Shared, stream: &mut TcpStream, deadline: Instant
                 }
             }
             Err(_) if !decoder.is_started() && buf.is_empty() => return Err(ReadEnd::Idle),
-            Err(_) => return Err(ReadEnd::Bad(decoder.operation(), "request not finished within the request timeout".into())),
+            Err(_) => {
+                return Err(ReadEnd::Bad(decoder.operation(), "request not finished within the request timeout".into()))
+            }
         }
     }
 }

@@ -45,9 +45,9 @@ impl StoreError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked { path },
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt { path, detail },
             Some(ErrorCode::DiskFull) => StoreError::Full { path },
-            Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure) => {
-                StoreError::Unwritable { path, detail }
-            }
+            Some(
+                ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::SystemIoFailure,
+            ) => StoreError::Unwritable { path, detail },
             _ => StoreError::Other { path, detail },
         }
     }
@@ -96,9 +96,13 @@ impl Store {
         let version: Option<String> =
             conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(err)?;
         if version.as_deref() != Some(SCHEMA_VERSION) {
-            return Err(StoreError::Corrupt { path, detail: format!("schema version {version:?}, expected {SCHEMA_VERSION}") });
+            return Err(StoreError::Corrupt {
+                path,
+                detail: format!("schema version {version:?}, expected {SCHEMA_VERSION}"),
+            });
         }
-        let max_order: Option<i64> = conn.query_row("SELECT MAX(conn_order) FROM users", [], |r| r.get(0)).map_err(err)?;
+        let max_order: Option<i64> =
+            conn.query_row("SELECT MAX(conn_order) FROM users", [], |r| r.get(0)).map_err(err)?;
         Ok(Store { conn, path, next_conn_order: max_order.unwrap_or(0) + 1 })
     }
 
@@ -148,7 +152,8 @@ impl Store {
         drop(rows);
         drop(stmt);
         let mut messages = Vec::new();
-        let mut stmt = self.conn.prepare("SELECT recipient, sender, id, body FROM messages ORDER BY seq").map_err(err)?;
+        let mut stmt =
+            self.conn.prepare("SELECT recipient, sender, id, body FROM messages ORDER BY seq").map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             messages.push(MessageRecord {
@@ -171,26 +176,34 @@ impl Store {
         for change in changes {
             match change {
                 Change::Registered { alias, full_name, birth_date } => {
-                    tx.prepare_cached("INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (?1, ?2, ?3, 0)")
-                        .and_then(|mut s| s.execute(params![&alias[..], &full_name[..], birth_date.as_deref()]))
-                        .map_err(err)?;
+                    tx.prepare_cached(
+                        "INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (?1, ?2, ?3, 0)",
+                    )
+                    .and_then(|mut s| s.execute(params![&alias[..], &full_name[..], birth_date.as_deref()]))
+                    .map_err(err)?;
                 }
                 Change::Unregistered { alias } => {
-                    tx.prepare_cached("DELETE FROM users WHERE alias = ?1").and_then(|mut s| s.execute([&alias[..]])).map_err(err)?;
+                    tx.prepare_cached("DELETE FROM users WHERE alias = ?1")
+                        .and_then(|mut s| s.execute([&alias[..]]))
+                        .map_err(err)?;
                     tx.prepare_cached("DELETE FROM messages WHERE recipient = ?1")
                         .and_then(|mut s| s.execute([&alias[..]]))
                         .map_err(err)?;
                 }
                 Change::Connected { alias, addr } => {
-                    tx.prepare_cached("UPDATE users SET conn_ip = ?1, conn_port = ?2, conn_order = ?3 WHERE alias = ?4")
-                        .and_then(|mut s| s.execute(params![addr.ip().to_string(), addr.port(), next_order, &alias[..]]))
-                        .map_err(err)?;
+                    tx.prepare_cached(
+                        "UPDATE users SET conn_ip = ?1, conn_port = ?2, conn_order = ?3 WHERE alias = ?4",
+                    )
+                    .and_then(|mut s| s.execute(params![addr.ip().to_string(), addr.port(), next_order, &alias[..]]))
+                    .map_err(err)?;
                     next_order += 1;
                 }
                 Change::Disconnected { alias } => {
-                    tx.prepare_cached("UPDATE users SET conn_ip = NULL, conn_port = NULL, conn_order = NULL WHERE alias = ?1")
-                        .and_then(|mut s| s.execute([&alias[..]]))
-                        .map_err(err)?;
+                    tx.prepare_cached(
+                        "UPDATE users SET conn_ip = NULL, conn_port = NULL, conn_order = NULL WHERE alias = ?1",
+                    )
+                    .and_then(|mut s| s.execute([&alias[..]]))
+                    .map_err(err)?;
                 }
                 Change::Stored { recipient, sender, id, body } => {
                     tx.prepare_cached("INSERT INTO messages (recipient, sender, id, body) VALUES (?1, ?2, ?3, ?4)")

@@ -218,14 +218,31 @@ impl fmt::Display for Operation {
 pub enum Request {
     /// `birth_date` is `None` for seed 000's short form, whose only field is the user name
     /// (then `full_name` and `alias` are both that field).
-    Register { full_name: Bytes, alias: Bytes, birth_date: Option<Bytes> },
-    Unregister { alias: Bytes },
+    Register {
+        full_name: Bytes,
+        alias: Bytes,
+        birth_date: Option<Bytes>,
+    },
+    Unregister {
+        alias: Bytes,
+    },
     /// `port` is the listening port as decimal text, unchecked.
-    Connect { alias: Bytes, port: Bytes },
-    Disconnect { alias: Bytes },
-    Send { sender: Bytes, recipient: Bytes, body: Bytes },
+    Connect {
+        alias: Bytes,
+        port: Bytes,
+    },
+    Disconnect {
+        alias: Bytes,
+    },
+    Send {
+        sender: Bytes,
+        recipient: Bytes,
+        body: Bytes,
+    },
     /// `alias` is the requester, when the client sends it (SPEC 2.6).
-    ConnectedUsers { alias: Option<Bytes> },
+    ConnectedUsers {
+        alias: Option<Bytes>,
+    },
 }
 
 impl Request {
@@ -271,9 +288,7 @@ impl Request {
     fn from_fields(op: Operation, mut f: impl Iterator<Item = Bytes>) -> Request {
         let mut next = || f.next().unwrap_or_default();
         match op {
-            Operation::Register => {
-                Request::Register { full_name: next(), alias: next(), birth_date: Some(next()) }
-            }
+            Operation::Register => Request::Register { full_name: next(), alias: next(), birth_date: Some(next()) },
             Operation::Unregister => Request::Unregister { alias: next() },
             Operation::Connect => Request::Connect { alias: next(), port: next() },
             Operation::Disconnect => Request::Disconnect { alias: next() },
@@ -427,7 +442,9 @@ pub enum SendReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectedUsersReply {
     /// The connected users' aliases, oldest connection first.
-    Ok { users: Vec<Bytes> },
+    Ok {
+        users: Vec<Bytes>,
+    },
     NotConnected,
     Error,
 }
@@ -566,7 +583,10 @@ enum ReplyStage {
     AfterAsciiDigit(u8),
     /// The code is known and more fields follow (SEND's id, CONNECTEDUSERS' count).
     Payload,
-    Users { expected: u32, users: Vec<Bytes> },
+    Users {
+        expected: u32,
+        users: Vec<Bytes>,
+    },
 }
 
 /// Incremental decoder of the reply to one request of a known operation (client side).
@@ -598,9 +618,7 @@ impl ReplyDecoder {
             return Ok(None);
         }
         self.stage = ReplyStage::Code;
-        Reply::from_bare_code(self.op, code)
-            .map(Some)
-            .ok_or(ProtocolError::UnexpectedCode { op: self.op, code })
+        Reply::from_bare_code(self.op, code).map(Some).ok_or(ProtocolError::UnexpectedCode { op: self.op, code })
     }
 }
 

@@ -165,7 +165,8 @@ fn bench_runs_a_small_load_against_both_servers_and_loses_nothing() {
     let bench = Proc::start(&["bench", "--users", "4", "--messages", "60", "--concurrency", "2,8"]);
     let (code, out, stderr) = bench.finish();
     assert_eq!(code, 0, "stdout: {out:#?}\nstderr: {stderr}");
-    let rows: Vec<Vec<&str>> = out.iter().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() == 10).collect();
+    let rows: Vec<Vec<&str>> =
+        out.iter().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() == 10).collect();
     let cartero: Vec<_> = rows.iter().filter(|r| r[0] == "cartero").collect();
     let baseline: Vec<_> = rows.iter().filter(|r| r[0] == "baseline").collect();
     assert_eq!((cartero.len(), baseline.len()), (2, 2), "{out:#?}");

@@ -55,7 +55,10 @@ fn a_restart_keeps_users_connections_mailboxes_and_counters() {
             assert_eq!(c.send("ana", "eve", format!("kept {i}")).unwrap(), SendReply::Ok { id: i });
         }
         assert_eq!(c.send("ana", "bob", "live").unwrap(), SendReply::Ok { id: 4 });
-        assert_eq!(bob.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "ana".into(), id: 4, body: "live".into() });
+        assert_eq!(
+            bob.recv_timeout(LIMIT).unwrap(),
+            Push::Message { sender: "ana".into(), id: 4, body: "live".into() }
+        );
         interrupt(&server.child);
         let (code, _, stderr) = server.finish();
         assert_eq!(code, 0, "{stderr}");
@@ -129,13 +132,22 @@ fn kill_9_during_a_send_load_loses_no_answered_message_and_reuses_no_id() {
     // Every message answered with an id is delivered, once, in order per sender.
     let r = Listener::bind(LOCAL).unwrap();
     assert_eq!(c.connect("r", r.port()).unwrap(), ConnectReply::Ok);
-    let wanted: HashSet<(String, u32)> = answered.iter().flat_map(|(s, ids)| ids.iter().map(move |&id| (s.clone(), id))).collect();
+    let wanted: HashSet<(String, u32)> =
+        answered.iter().flat_map(|(s, ids)| ids.iter().map(move |&id| (s.clone(), id))).collect();
     let got = collect(&r, |g| {
         let seen: HashSet<(String, u32)> = g
             .iter()
-            .filter_map(|p| if let Push::Message { sender, id, .. } = p { Some((String::from_utf8_lossy(sender).into(), *id)) } else { None })
+            .filter_map(|p| {
+                if let Push::Message { sender, id, .. } = p {
+                    Some((String::from_utf8_lossy(sender).into(), *id))
+                } else {
+                    None
+                }
+            })
             .collect();
-        wanted.is_subset(&seen) && g.iter().filter(|p| matches!(p, Push::Message { body, .. } if body == "after the crash")).count() == answered.len()
+        wanted.is_subset(&seen)
+            && g.iter().filter(|p| matches!(p, Push::Message { body, .. } if body == "after the crash")).count()
+                == answered.len()
     });
     let mut per_sender: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for p in &got {
@@ -252,7 +264,10 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(c.send("late", "ana", "after recovery").unwrap(), SendReply::Ok { id: 1 });
-    assert_eq!(ana.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "late".into(), id: 1, body: "after recovery".into() });
+    assert_eq!(
+        ana.recv_timeout(LIMIT).unwrap(),
+        Push::Message { sender: "late".into(), id: 1, body: "after recovery".into() }
+    );
 }
 
 /// A listener that accepts and then reads one byte a second.

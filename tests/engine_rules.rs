@@ -86,10 +86,20 @@ fn register_accepts_real_dates_with_slashes_or_hyphens_only() {
     for (i, date) in ["29/02/2000", "31-12-1999", "01/01/0001", "29/02/2024"].iter().enumerate() {
         assert_eq!(register_full(&mut h, &format!("ok{i}"), date), Reply::Register(R::Ok), "{date}");
     }
-    for (i, date) in
-        ["29/02/1900", "31/04/2000", "00/01/2000", "01/13/2000", "01/01/0000", "1/2/2000", "01/02-2000", "01.02.2000", "", "aa/bb/cccc"]
-            .iter()
-            .enumerate()
+    for (i, date) in [
+        "29/02/1900",
+        "31/04/2000",
+        "00/01/2000",
+        "01/13/2000",
+        "01/01/0000",
+        "1/2/2000",
+        "01/02-2000",
+        "01.02.2000",
+        "",
+        "aa/bb/cccc",
+    ]
+    .iter()
+    .enumerate()
     {
         assert_eq!(register_full(&mut h, &format!("bad{i}"), date), Reply::Register(R::Error), "{date:?}");
         assert!(!h.engine.registry().contains(format!("bad{i}").as_bytes()));
@@ -123,7 +133,10 @@ fn register_beyond_max_users_is_any_other_error() {
 #[test]
 fn unregister_rows() {
     let mut h = harness();
-    assert_eq!(h.request(ip(1), &Request::Unregister { alias: b("nobody") }).unwrap(), Reply::Unregister(X::NoSuchUser));
+    assert_eq!(
+        h.request(ip(1), &Request::Unregister { alias: b("nobody") }).unwrap(),
+        Reply::Unregister(X::NoSuchUser)
+    );
     register(&mut h, "ana");
     register(&mut h, "bob");
     send(&mut h, 1, "bob", "ana", "pending");
@@ -413,7 +426,10 @@ fn delivery_timeout_fails_the_delivery_and_a_late_result_is_refused() {
     assert_eq!(h.advance(Duration::from_millis(1999)), 0);
     assert_eq!(h.advance(Duration::from_millis(1)), 1);
     assert_eq!(h.engine.poll_timeout(), None);
-    assert_eq!(h.engine.handle_delivery_result(d.id, DeliveryOutcome::Delivered), Err(EngineError::UnknownDelivery(d.id)));
+    assert_eq!(
+        h.engine.handle_delivery_result(d.id, DeliveryOutcome::Delivered),
+        Err(EngineError::UnknownDelivery(d.id))
+    );
     assert!(!h.engine.registry().get(b"bob").unwrap().is_connected());
     assert_eq!(pending(&h, "bob").len(), 1);
 }
@@ -481,7 +497,12 @@ fn bad_input_gets_the_operations_error_code_or_nothing_and_changes_nothing() {
         (&long, b"2\0"),
     ];
     for (input, expected) in cases {
-        assert_eq!(h.serve_bytes(ip(1), input), expected, "{:?}", String::from_utf8_lossy(&input[..input.len().min(40)]));
+        assert_eq!(
+            h.serve_bytes(ip(1), input),
+            expected,
+            "{:?}",
+            String::from_utf8_lossy(&input[..input.len().min(40)])
+        );
     }
     assert_eq!(h.engine.registry().len(), 1);
     assert_eq!(h.engine.registry().pending_total(), 0);
@@ -519,13 +540,16 @@ fn replaying_recorded_changes_rebuilds_the_state() {
         let mut users: Vec<_> = e
             .registry()
             .iter()
-            .map(|(alias, u)| (alias.clone(), u.last_id, u.connection.map(|c| c.addr), u.mailbox.iter().cloned().collect::<Vec<_>>()))
+            .map(|(alias, u)| {
+                (alias.clone(), u.last_id, u.connection.map(|c| c.addr), u.mailbox.iter().cloned().collect::<Vec<_>>())
+            })
             .collect();
         users.sort_by(|a, b| a.0.cmp(&b.0));
         (users, e.registry().connected().cloned().collect::<Vec<_>>())
     };
     assert_eq!(summary(&restored), summary(&h.engine));
-    assert_eq!(restored.apply(&Change::Registered { alias: b("ana"), full_name: b("x"), birth_date: None }).is_err(), true);
+    let again = restored.apply(&Change::Registered { alias: b("ana"), full_name: b("x"), birth_date: None });
+    assert_eq!(again, Err(EngineError::InconsistentChange("registering an alias in use")));
 }
 
 // ------------------------------------------------------------------- holds and durability
@@ -549,7 +573,8 @@ fn held_pushes_wait_for_the_reply_to_be_sent() {
     assert_eq!(reply, Reply::Connect(C::Ok));
     e.release(hold);
     e.handle_request(ip(3), &Request::Connect { alias: b("bob"), port: b("5000") });
-    let (reply, hold) = e.handle_request_held(ip(2), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("x") });
+    let (reply, hold) =
+        e.handle_request_held(ip(2), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("x") });
     assert_eq!(reply, Reply::Send(S::Ok { id: 1 }));
     assert_eq!(e.poll_delivery(now), None, "the push waits for SEND's reply");
     e.release(hold);
@@ -593,8 +618,20 @@ fn with_a_store_pushes_wait_for_durability() {
 fn restore_rebuilds_users_counters_connections_and_mailboxes() {
     use cartero::engine::{MessageRecord, UserRecord};
     let users = vec![
-        UserRecord { alias: b("bob"), full_name: b("Bob"), birth_date: None, last_id: 7, connection: Some(addr(3, 5000)) },
-        UserRecord { alias: b("ana"), full_name: b("Ana"), birth_date: Some(b("01/01/2000")), last_id: 2, connection: Some(addr(2, 4000)) },
+        UserRecord {
+            alias: b("bob"),
+            full_name: b("Bob"),
+            birth_date: None,
+            last_id: 7,
+            connection: Some(addr(3, 5000)),
+        },
+        UserRecord {
+            alias: b("ana"),
+            full_name: b("Ana"),
+            birth_date: Some(b("01/01/2000")),
+            last_id: 2,
+            connection: Some(addr(2, 4000)),
+        },
         UserRecord { alias: b("eve"), full_name: b("Eve"), birth_date: None, last_id: 0, connection: None },
     ];
     let messages = vec![
@@ -604,7 +641,10 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
     ];
     let mut e = Engine::restore(EngineConfig::default(), users, messages).unwrap();
     assert_eq!(e.registry().connected().cloned().collect::<Vec<_>>(), [b("bob"), b("ana")]);
-    assert_eq!(e.handle_request(ip(2), &Request::Send { sender: b("ana"), recipient: b("eve"), body: b("x") }), Reply::Send(S::Ok { id: 3 }));
+    assert_eq!(
+        e.handle_request(ip(2), &Request::Send { sender: b("ana"), recipient: b("eve"), body: b("x") }),
+        Reply::Send(S::Ok { id: 3 })
+    );
     assert_eq!(e.registry().get(b"eve").unwrap().mailbox.len(), 2);
     let d = e.poll_delivery(std::time::Instant::now()).unwrap();
     assert_eq!((d.addr, d.push), (addr(3, 5000), msg("ana", 1, "first")));

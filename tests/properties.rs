@@ -11,7 +11,7 @@ use cartero::wire::{
     ConnectReply as C, ConnectedUsersReply as U, DisconnectReply as D, PushDecoder, RegisterReply as R, ReplyDecoder,
     RequestDecoder, SendReply as S, UnregisterReply as X,
 };
-use cartero::{Codec, CodeEncoding, Push, PushNames, Reply, Request};
+use cartero::{CodeEncoding, Codec, Push, PushNames, Reply, Request};
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -57,7 +57,11 @@ fn request() -> impl Strategy<Value = Request> {
         field(255).prop_map(|alias| Request::Unregister { alias }),
         (field(255), field(255)).prop_map(|(alias, port)| Request::Connect { alias, port }),
         field(255).prop_map(|alias| Request::Disconnect { alias }),
-        (field(255), field(255), field(255)).prop_map(|(sender, recipient, body)| Request::Send { sender, recipient, body }),
+        (field(255), field(255), field(255)).prop_map(|(sender, recipient, body)| Request::Send {
+            sender,
+            recipient,
+            body
+        }),
         proptest::option::of(field(255)).prop_map(|alias| Request::ConnectedUsers { alias }),
     ]
 }
@@ -66,9 +70,12 @@ fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
         prop_oneof![Just(R::Ok), Just(R::AliasInUse), Just(R::Error)].prop_map(Reply::Register),
         prop_oneof![Just(X::Ok), Just(X::NoSuchUser), Just(X::Error)].prop_map(Reply::Unregister),
-        prop_oneof![Just(C::Ok), Just(C::NoSuchUser), Just(C::AlreadyConnected), Just(C::Error)].prop_map(Reply::Connect),
-        prop_oneof![Just(D::Ok), Just(D::NoSuchUser), Just(D::NotConnected), Just(D::Error)].prop_map(Reply::Disconnect),
-        prop_oneof![any::<u32>().prop_map(|id| S::Ok { id }), Just(S::NoSuchUser), Just(S::Error)].prop_map(Reply::Send),
+        prop_oneof![Just(C::Ok), Just(C::NoSuchUser), Just(C::AlreadyConnected), Just(C::Error)]
+            .prop_map(Reply::Connect),
+        prop_oneof![Just(D::Ok), Just(D::NoSuchUser), Just(D::NotConnected), Just(D::Error)]
+            .prop_map(Reply::Disconnect),
+        prop_oneof![any::<u32>().prop_map(|id| S::Ok { id }), Just(S::NoSuchUser), Just(S::Error)]
+            .prop_map(Reply::Send),
         prop_oneof![
             proptest::collection::vec(nonempty_field(), 0..20).prop_map(|users| U::Ok { users }),
             Just(U::NotConnected),
@@ -260,8 +267,14 @@ impl Model {
                 R::AliasInUse
             } else {
                 self.next_uid += 1;
-                let user =
-                    MUser { uid: self.next_uid, last_id: 0, conn: None, mailbox: VecDeque::new(), acks: VecDeque::new(), busy: false };
+                let user = MUser {
+                    uid: self.next_uid,
+                    last_id: 0,
+                    conn: None,
+                    mailbox: VecDeque::new(),
+                    acks: VecDeque::new(),
+                    busy: false,
+                };
                 self.users.insert(alias.clone(), user);
                 R::Ok
             }),
@@ -321,7 +334,11 @@ impl Model {
                     },
                     None => self.users.values().any(|u| u.conn.is_some_and(|(a, _)| a.ip() == peer)),
                 };
-                Reply::ConnectedUsers(if allowed { U::Ok { users: self.connect_order.clone() } } else { U::NotConnected })
+                Reply::ConnectedUsers(if allowed {
+                    U::Ok { users: self.connect_order.clone() }
+                } else {
+                    U::NotConnected
+                })
             }
         }
     }
@@ -337,7 +354,11 @@ impl Model {
             MPush::Ack
         } else {
             let m = u.mailbox.front().ok_or_else(|| TestCaseError::fail("delivery with an empty mailbox"))?.clone();
-            prop_assert_eq!(&d.push, &Push::Message { sender: m.sender.clone(), id: m.id, body: m.body.clone() }, "not the oldest");
+            prop_assert_eq!(
+                &d.push,
+                &Push::Message { sender: m.sender.clone(), id: m.id, body: m.body.clone() },
+                "not the oldest"
+            );
             MPush::Message(m)
         };
         u.busy = true;
@@ -402,7 +423,10 @@ fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Disconnect(u, i) => (ip(i), Request::Disconnect { alias: alias(u) }),
             Op::Send(s, r, i) => {
                 body_n += 1;
-                (ip(i), Request::Send { sender: alias(s), recipient: alias(r), body: Bytes::from(format!("m{body_n}")) })
+                (
+                    ip(i),
+                    Request::Send { sender: alias(s), recipient: alias(r), body: Bytes::from(format!("m{body_n}")) },
+                )
             }
             Op::ConnectedUsers(u, i) => (ip(i), Request::ConnectedUsers { alias: u.map(alias) }),
             Op::Poll => {
@@ -416,7 +440,9 @@ fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !flights.is_empty() {
                     let f = flights.remove(i % flights.len());
                     let outcome = if ok { DeliveryOutcome::Delivered } else { DeliveryOutcome::Failed };
-                    engine.handle_delivery_result(f.delivery.id, outcome).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    engine
+                        .handle_delivery_result(f.delivery.id, outcome)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     model.finished(&f, ok)?;
                 }
                 model.check_state(&engine)?;
@@ -441,12 +467,16 @@ fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Finish what is in flight, then let every connected user's listener work: nothing may
     // be left pending for a connected user, and nothing may be delivered twice.
     for f in std::mem::take(&mut flights) {
-        engine.handle_delivery_result(f.delivery.id, DeliveryOutcome::Delivered).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        engine
+            .handle_delivery_result(f.delivery.id, DeliveryOutcome::Delivered)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         model.finished(&f, true)?;
     }
     while let Some(d) = engine.poll_delivery(now) {
         let f = model.started(&d)?;
-        engine.handle_delivery_result(d.id, DeliveryOutcome::Delivered).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        engine
+            .handle_delivery_result(d.id, DeliveryOutcome::Delivered)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         model.finished(&f, true)?;
     }
     model.check_state(&engine)?;

@@ -204,7 +204,10 @@ async fn a_listener_that_is_down_keeps_the_message_and_disconnects_its_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_never_closes_times_out_without_holding_up_others() {
-    let server = TestServer::start(|c| c.engine = EngineConfig { delivery_timeout: Duration::from_secs(2), ..EngineConfig::default() }).await;
+    let server = TestServer::start(|c| {
+        c.engine = EngineConfig { delivery_timeout: Duration::from_secs(2), ..EngineConfig::default() }
+    })
+    .await;
     let client = server.client();
     for u in ["ana", "stuck", "bob"] {
         client.register(u, u, "01/01/2001").await.unwrap();
@@ -274,7 +277,10 @@ async fn bad_input_is_answered_as_specified_and_others_are_still_served() {
     let stalled_at = Instant::now();
     assert_eq!(client.register("Bob", "bob", "01/01/2001").await.unwrap(), RegisterReply::Ok);
     let mut first = [0u8; 1];
-    assert!(timeout(Duration::ZERO, stall.read(&mut first)).await.is_err(), "bob was served while the stall was pending");
+    assert!(
+        timeout(Duration::ZERO, stall.read(&mut first)).await.is_err(),
+        "bob was served while the stall was pending"
+    );
     let mut out = Vec::new();
     timeout(LIMIT, stall.read_to_end(&mut out)).await.unwrap().unwrap();
     assert_eq!(out, b"3\0");
@@ -349,17 +355,19 @@ async fn a_server_that_is_down_is_a_typed_error() {
     let port = TcpListener::bind((LOCAL, 0)).await.unwrap().local_addr().unwrap().port();
     let err = Client::new("127.0.0.1", port).register_alias("x").await.unwrap_err();
     assert!(matches!(err, cartero::client::ClientError::Connect { .. }), "{err}");
-    let err = tokio::task::spawn_blocking(move || blocking::Client::new("127.0.0.1", port).register_alias("x").unwrap_err())
-        .await
-        .unwrap();
+    let err =
+        tokio::task::spawn_blocking(move || blocking::Client::new("127.0.0.1", port).register_alias("x").unwrap_err())
+            .await
+            .unwrap();
     assert!(err.to_string().starts_with("cannot reach the server at 127.0.0.1:"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_unanswered_and_service_resumes() {
-    let server = Server::bind(ServerConfig { bind: SocketAddr::new(LOCAL, 0), max_connections: 1, ..ServerConfig::default() })
-        .await
-        .unwrap();
+    let server =
+        Server::bind(ServerConfig { bind: SocketAddr::new(LOCAL, 0), max_connections: 1, ..ServerConfig::default() })
+            .await
+            .unwrap();
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -373,7 +381,9 @@ async fn connections_over_the_limit_are_closed_unanswered_and_service_resumes() 
     // Refused: closed at once, unanswered; if our bytes were already in, the close is a reset.
     match try_exchange(addr, b"REGISTER\0Bob\0bob\001/01/2000\0", true).await {
         Ok(out) => assert_eq!(out, b"", "refused while full"),
-        Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{e}"),
+        Err(e) => {
+            assert!(matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{e}")
+        }
     }
     assert_eq!(stats.refused_connections.load(std::sync::atomic::Ordering::Relaxed), 1);
     // The holder finishes; service resumes.

@@ -59,7 +59,10 @@ fn run_and_commit(ops: &[Op], store: &mut Store, batch: usize) -> Engine {
         match *op {
             Op::Register(u) => {
                 let date = if u % 2 == 0 { Some(Bytes::from_static(b"01/01/2000")) } else { None };
-                e.handle_request(ip, &Request::Register { full_name: Bytes::from(format!("Name {u}")), alias: b(u), birth_date: date });
+                e.handle_request(
+                    ip,
+                    &Request::Register { full_name: Bytes::from(format!("Name {u}")), alias: b(u), birth_date: date },
+                );
             }
             Op::Unregister(u) => {
                 e.handle_request(ip, &Request::Unregister { alias: b(u) });
@@ -71,7 +74,14 @@ fn run_and_commit(ops: &[Op], store: &mut Store, batch: usize) -> Engine {
                 e.handle_request(ip, &Request::Disconnect { alias: b(u) });
             }
             Op::Send(s, r, n) => {
-                e.handle_request(ip, &Request::Send { sender: b(s), recipient: b(r), body: Bytes::from(vec![b'a' + n % 26; 1 + n as usize]) });
+                e.handle_request(
+                    ip,
+                    &Request::Send {
+                        sender: b(s),
+                        recipient: b(r),
+                        body: Bytes::from(vec![b'a' + n % 26; 1 + n as usize]),
+                    },
+                );
             }
             Op::Deliver(ok) => {
                 e.mark_durable(e.change_seq());
@@ -140,7 +150,11 @@ fn a_data_path_that_is_a_file_is_refused() {
 fn a_full_store_fails_the_whole_batch_and_keeps_what_was_committed() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let reg = |i: usize| Change::Registered { alias: Bytes::from(format!("user{i:05}")), full_name: Bytes::from(vec![b'n'; 200]), birth_date: None };
+    let reg = |i: usize| Change::Registered {
+        alias: Bytes::from(format!("user{i:05}")),
+        full_name: Bytes::from(vec![b'n'; 200]),
+        birth_date: None,
+    };
     store.commit(&[reg(0)]).unwrap();
     store.set_max_pages(8).unwrap();
     let mut committed = 1;

@@ -109,7 +109,10 @@ pub fn run(args: Args) -> ExitCode {
         "cartero bench: {} users with listeners on 127.0.0.1, {} SENDs per run, each with its delivery and acknowledgement",
         args.users, args.messages
     );
-    println!("{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}", "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "ratio");
+    println!(
+        "{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}",
+        "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "ratio"
+    );
     for &concurrency in &args.concurrency {
         let durable = args.data.as_ref().map(|dir| {
             let run_dir = dir.join(format!("bench-{}-c{concurrency}", std::process::id()));
@@ -218,7 +221,8 @@ fn print_row(name: &str, concurrency: usize, r: &RunResult, base_rate: Option<f6
 }
 
 async fn start_cartero(storage: Storage) -> Result<SocketAddr, String> {
-    let config = ServerConfig { bind: SocketAddr::new(LOOPBACK, 0), storage, max_connections: 4096, ..ServerConfig::default() };
+    let config =
+        ServerConfig { bind: SocketAddr::new(LOOPBACK, 0), storage, max_connections: 4096, ..ServerConfig::default() };
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     // Runs until the bench's runtime ends.
@@ -285,7 +289,10 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
                 let sender = k % users;
                 let recipient = (sender + 1 + (k / users) % (users - 1)) % users;
                 let t = Instant::now();
-                match client.send(&aliases[sender], &aliases[recipient], "benchmark message of a typical size, sixty bytes").await {
+                match client
+                    .send(&aliases[sender], &aliases[recipient], "benchmark message of a typical size, sixty bytes")
+                    .await
+                {
                     Ok(SendReply::Ok { id }) => {
                         latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                         sent_ok.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +448,9 @@ async fn baseline_connection(
             });
             if let (Some(id), Some(&(to, _)), Some(&(from, _))) = (id, map.get(&fields[2]), map.get(&fields[1])) {
                 reply.extend_from_slice(format!("{id}\0").as_bytes());
-                let message = [b"SEND MESSAGE\0", &fields[1][..], b"\0", id.to_string().as_bytes(), b"\0", &fields[3][..], b"\0"].concat();
+                let message =
+                    [b"SEND MESSAGE\0", &fields[1][..], b"\0", id.to_string().as_bytes(), b"\0", &fields[3][..], b"\0"]
+                        .concat();
                 pushes.push((to, message));
                 pushes.push((from, format!("SEND MESS ACK\0{id}\0").into_bytes()));
             }
@@ -521,7 +530,8 @@ async fn measure_idle_users(users: usize) -> Result<(f64, u64), String> {
 }
 
 fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read memory use: {e}"))?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read memory use: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -557,7 +567,12 @@ fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
                     .map(|n| {
                         let sender = n % users;
                         ids[sender] += 1;
-                        Change::Stored { recipient: alias((n * 7 + 1) % users), sender: alias(sender), id: ids[sender], body: body.clone() }
+                        Change::Stored {
+                            recipient: alias((n * 7 + 1) % users),
+                            sender: alias(sender),
+                            id: ids[sender],
+                            body: body.clone(),
+                        }
                     })
                     .collect();
                 written += batch.len();
@@ -578,8 +593,10 @@ fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
             .map_err(|e| format!("cannot start cartero serve: {e}"))?;
         let answered = (|| {
             let stdout = child.stdout.take().ok_or("no stdout")?;
-            let first = BufReader::new(stdout).lines().next().and_then(Result::ok).ok_or("the server printed no start line")?;
-            let port: u16 = first.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or(format!("start line {first:?}"))?;
+            let first =
+                BufReader::new(stdout).lines().next().and_then(Result::ok).ok_or("the server printed no start line")?;
+            let port: u16 =
+                first.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or(format!("start line {first:?}"))?;
             let client = cartero::client::blocking::Client::new("127.0.0.1", port);
             client.connected_users(None).map_err(|e| e.to_string())?;
             Ok::<_, String>(launched.elapsed())

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use cartero::client::blocking::{Client, Listener};
 use cartero::client::ClientError;
-use cartero::wire::{
-    ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply,
-};
+use cartero::wire::{ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply};
 use cartero::{Push, MAX_FIELD_LEN};
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
 use registry::Gate;
+pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
 pub use scheduler::DeliveryId;
 use scheduler::{InFlight, InFlightPush, Scheduler};
 
@@ -94,16 +94,38 @@ pub enum DeliveryOutcome {
 /// A console line of SPEC 5, without its `s> ` prompt (see its `Display`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Register { alias: Bytes, ok: bool },
-    Unregister { alias: Bytes, ok: bool },
-    Connect { alias: Bytes, ok: bool },
-    Disconnect { alias: Bytes, ok: bool },
+    Register {
+        alias: Bytes,
+        ok: bool,
+    },
+    Unregister {
+        alias: Bytes,
+        ok: bool,
+    },
+    Connect {
+        alias: Bytes,
+        ok: bool,
+    },
+    Disconnect {
+        alias: Bytes,
+        ok: bool,
+    },
     /// A message reached its recipient's listener.
-    Delivered { id: u32, sender: Bytes, recipient: Bytes },
+    Delivered {
+        id: u32,
+        sender: Bytes,
+        recipient: Bytes,
+    },
     /// A message waits in its recipient's mailbox: the recipient was offline, or the
     /// delivery failed.
-    Stored { id: u32, sender: Bytes, recipient: Bytes },
-    ConnectedUsers { ok: bool },
+    Stored {
+        id: u32,
+        sender: Bytes,
+        recipient: Bytes,
+    },
+    ConnectedUsers {
+        ok: bool,
+    },
 }
 
 impl fmt::Display for Event {
@@ -130,14 +152,34 @@ impl fmt::Display for Event {
 /// with [`Engine::apply`] rebuilds its users, connections, mailboxes and id counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Registered { alias: Bytes, full_name: Bytes, birth_date: Option<Bytes> },
-    Unregistered { alias: Bytes },
-    Connected { alias: Bytes, addr: SocketAddr },
-    Disconnected { alias: Bytes },
+    Registered {
+        alias: Bytes,
+        full_name: Bytes,
+        birth_date: Option<Bytes>,
+    },
+    Unregistered {
+        alias: Bytes,
+    },
+    Connected {
+        alias: Bytes,
+        addr: SocketAddr,
+    },
+    Disconnected {
+        alias: Bytes,
+    },
     /// A message entered `recipient`'s mailbox; `id` is also the sender's new last id.
-    Stored { recipient: Bytes, sender: Bytes, id: u32, body: Bytes },
+    Stored {
+        recipient: Bytes,
+        sender: Bytes,
+        id: u32,
+        body: Bytes,
+    },
     /// `recipient`'s oldest message, named by sender and id, was delivered and removed.
-    Removed { recipient: Bytes, sender: Bytes, id: u32 },
+    Removed {
+        recipient: Bytes,
+        sender: Bytes,
+        id: u32,
+    },
 }
 
 /// Errors of the engine's own API (requests never fail: they get a reply code).
@@ -281,7 +323,10 @@ impl Engine {
             // A sender may have unregistered since; its messages stay.
             let sender = engine.registry.key(&m.sender).cloned().unwrap_or_else(|| Bytes::copy_from_slice(&m.sender));
             let sender_uid = engine.registry.get(&m.sender).map_or(0, |u| u.uid);
-            engine.registry.store(&m.recipient, StoredMessage { sender, sender_uid, id: m.id, body: m.body, gate: Gate::default() });
+            engine.registry.store(
+                &m.recipient,
+                StoredMessage { sender, sender_uid, id: m.id, body: m.body, gate: Gate::default() },
+            );
         }
         let connected: Vec<Bytes> = engine.registry.connected().cloned().collect();
         for alias in connected {
@@ -515,7 +560,8 @@ impl Engine {
     pub fn handle_delivery_result(&mut self, id: DeliveryId, outcome: DeliveryOutcome) -> Result<(), EngineError> {
         let flight = self.scheduler.finish(id).ok_or(EngineError::UnknownDelivery(id))?;
         let current = self.registry.get_mut(&flight.to).filter(|u| u.uid == flight.uid);
-        let on_same_connection = current.as_ref().is_some_and(|u| u.connection.is_some_and(|c| c.seq == flight.conn_seq));
+        let on_same_connection =
+            current.as_ref().is_some_and(|u| u.connection.is_some_and(|c| c.seq == flight.conn_seq));
         let still_registered = current.is_some();
         if let Some(user) = current {
             user.busy = false;
@@ -610,8 +656,13 @@ impl Engine {
                     }
                     None => 0,
                 };
-                let message =
-                    StoredMessage { sender: sender_key, sender_uid, id: *id, body: Bytes::copy_from_slice(body), gate: Gate::default() };
+                let message = StoredMessage {
+                    sender: sender_key,
+                    sender_uid,
+                    id: *id,
+                    body: Bytes::copy_from_slice(body),
+                    gate: Gate::default(),
+                };
                 self.registry.store(recipient, message);
                 self.wake(recipient);
             }

@@ -49,7 +49,8 @@ impl Proc {
 
     /// The next line of standard output.
     pub fn line(&mut self) -> String {
-        let line = self.lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no line in time; so far: {:#?}", self.seen));
+        let line =
+            self.lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no line in time; so far: {:#?}", self.seen));
         self.seen.push(line.clone());
         line
     }
@@ -115,4 +116,3 @@ pub fn serve(extra: &[&str]) -> (Proc, u16) {
     server.expect(&["s>"]);
     (server, port)
 }
-
