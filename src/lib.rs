@@ -9,6 +9,7 @@
 //! - [`store`]: the engine's state made durable in SQLite.
 //! - [`server`]: state <-> sockets, the tokio server that drives the engine.
 //! - [`client`]: async and blocking clients and listeners.
+//! - [`ffi`]: the C ABI of `include/cartero.h`.
 //!
 //! The protocol itself is described in `SPEC.md` of the project; the README shows the
 //! layers at work.
@@ -16,6 +17,7 @@
 pub mod client;
 pub mod codec;
 pub mod engine;
+pub mod ffi;
 pub mod harness;
 pub mod server;
 pub mod store;

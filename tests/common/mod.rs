@@ -20,7 +20,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
+        Proc::start_program(BIN, args)
+    }
+
+    /// Starts another program than `cartero` (a C example, say) the same way.
+    pub fn start_program(program: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,259 @@
+//! C ABI of the blocking client and listener. Each operation returns `CARTERO_OK` when the
+//! server answered, with the server's result code in `*code_out` (0 is success; see SPEC 2
+//! for the others), or the reason there was no answer.
+
+use std::ffi::{c_char, CString};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::cartero_result::{self, *};
+use super::{arg, boxed, cstr, free, give_bytes, guard, opt_cstr, out, cartero_bytes};
+use crate::client::blocking::{Client, Listener};
+use crate::client::ClientError;
+use crate::codec::CodecError;
+use crate::wire::{ConnectedUsersReply, Push, Reply, SendReply};
+
+/// A blocking client of one server.
+pub struct cartero_client {
+    client: Client,
+}
+
+/// A client of the server at `host` (name or address) and `port`; each request may take
+/// `timeout_ms` milliseconds (0: the default, 5 s).
+#[no_mangle]
+pub extern "C" fn cartero_client_new(
+    host: *const c_char,
+    port: u16,
+    timeout_ms: u32,
+    client_out: *mut *mut cartero_client,
+) -> cartero_result {
+    guard(|| {
+        let host = std::str::from_utf8(cstr(host)?).map_err(|_| CARTERO_INVALID_ARGUMENT)?;
+        let o = out(client_out)?;
+        let mut client = Client::new(host, port);
+        if timeout_ms > 0 {
+            client = client.with_timeout(Duration::from_millis(u64::from(timeout_ms)));
+        }
+        *o = boxed(cartero_client { client });
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn cartero_client_free(client: *mut cartero_client) {
+    free(client)
+}
+
+fn client_error(e: &ClientError) -> cartero_result {
+    match e {
+        ClientError::Connect { .. } => CARTERO_CONNECT_FAILED,
+        ClientError::Timeout { .. } => CARTERO_TIMEOUT,
+        ClientError::Io(_) => CARTERO_IO_ERROR,
+        ClientError::Protocol(_) | ClientError::NoReply | ClientError::Mismatch(_) => CARTERO_PROTOCOL_ERROR,
+        ClientError::Invalid(CodecError::ContainsNul { .. }) => CARTERO_FIELD_CONTAINS_NUL,
+        ClientError::Invalid(_) => CARTERO_FIELD_TOO_LONG,
+    }
+}
+
+fn code_of(reply: Result<Reply, ClientError>, code_out: &mut u8) -> Result<Reply, cartero_result> {
+    let reply = reply.map_err(|e| client_error(&e))?;
+    *code_out = reply.code();
+    Ok(reply)
+}
+
+/// REGISTER. `birth_date` "DD/MM/YYYY"; NULL sends seed 000's one-field form (the alias only,
+/// and `full_name` is ignored).
+#[no_mangle]
+pub extern "C" fn cartero_client_register(
+    client: *const cartero_client,
+    full_name: *const c_char,
+    alias: *const c_char,
+    birth_date: *const c_char,
+    code_out: *mut u8,
+) -> cartero_result {
+    guard(|| {
+        let c = arg(client)?;
+        let alias = cstr(alias)?;
+        let code_out = out(code_out)?;
+        let reply = match opt_cstr(birth_date) {
+            Some(date) => c.client.register(cstr(full_name)?, alias, date),
+            None => c.client.register_alias(alias),
+        };
+        code_of(reply.map(Reply::Register), code_out).map(drop)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn cartero_client_unregister(client: *const cartero_client, alias: *const c_char, code_out: *mut u8) -> cartero_result {
+    guard(|| {
+        let (c, alias, code_out) = (arg(client)?, cstr(alias)?, out(code_out)?);
+        code_of(c.client.unregister(alias).map(Reply::Unregister), code_out).map(drop)
+    })
+}
+
+/// CONNECT, telling the server that this user's listener is on `port` (of this machine's
+/// address as the server sees it).
+#[no_mangle]
+pub extern "C" fn cartero_client_connect(
+    client: *const cartero_client,
+    alias: *const c_char,
+    port: u16,
+    code_out: *mut u8,
+) -> cartero_result {
+    guard(|| {
+        let (c, alias, code_out) = (arg(client)?, cstr(alias)?, out(code_out)?);
+        code_of(c.client.connect(alias, port).map(Reply::Connect), code_out).map(drop)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn cartero_client_disconnect(client: *const cartero_client, alias: *const c_char, code_out: *mut u8) -> cartero_result {
+    guard(|| {
+        let (c, alias, code_out) = (arg(client)?, cstr(alias)?, out(code_out)?);
+        code_of(c.client.disconnect(alias).map(Reply::Disconnect), code_out).map(drop)
+    })
+}
+
+/// SEND. On code 0, `*id_out` gets the message's id (left alone otherwise).
+#[no_mangle]
+pub extern "C" fn cartero_client_send(
+    client: *const cartero_client,
+    sender: *const c_char,
+    recipient: *const c_char,
+    body: *const c_char,
+    code_out: *mut u8,
+    id_out: *mut u32,
+) -> cartero_result {
+    guard(|| {
+        let c = arg(client)?;
+        let (sender, recipient, body) = (cstr(sender)?, cstr(recipient)?, cstr(body)?);
+        let (code_out, id_out) = (out(code_out)?, out(id_out)?);
+        let reply = code_of(c.client.send(sender, recipient, body).map(Reply::Send), code_out)?;
+        if let Reply::Send(SendReply::Ok { id }) = reply {
+            *id_out = id;
+        }
+        Ok(())
+    })
+}
+
+/// CONNECTEDUSERS, with the requester's `alias` or, if NULL, without it. On code 0,
+/// `*users_out` gets the aliases, each followed by a NUL, in connection order, and
+/// `*count_out` how many; both are left alone otherwise.
+#[no_mangle]
+pub extern "C" fn cartero_client_connected_users(
+    client: *const cartero_client,
+    alias: *const c_char,
+    code_out: *mut u8,
+    users_out: *mut *mut cartero_bytes,
+    count_out: *mut usize,
+) -> cartero_result {
+    guard(|| {
+        let c = arg(client)?;
+        let (code_out, users_out, count_out) = (out(code_out)?, out(users_out)?, out(count_out)?);
+        let reply = code_of(c.client.connected_users(opt_cstr(alias)).map(Reply::ConnectedUsers), code_out)?;
+        if let Reply::ConnectedUsers(ConnectedUsersReply::Ok { users }) = reply {
+            let mut joined = Vec::new();
+            for user in &users {
+                joined.extend_from_slice(user);
+                joined.push(0);
+            }
+            *count_out = users.len();
+            give_bytes(joined, users_out);
+        }
+        Ok(())
+    })
+}
+
+/// A user's listening socket on a free port: a thread receives the server's pushes.
+pub struct cartero_listener {
+    listener: Listener,
+}
+
+/// Listens on a free port of `ip` ("0.0.0.0" to be reachable from other machines).
+#[no_mangle]
+pub extern "C" fn cartero_listener_new(ip: *const c_char, listener_out: *mut *mut cartero_listener) -> cartero_result {
+    guard(|| {
+        let ip = std::str::from_utf8(cstr(ip)?).map_err(|_| CARTERO_INVALID_ARGUMENT)?;
+        let ip: IpAddr = ip.parse().map_err(|_| CARTERO_INVALID_ARGUMENT)?;
+        let o = out(listener_out)?;
+        let listener = Listener::bind(ip).map_err(|_| CARTERO_IO_ERROR)?;
+        *o = boxed(cartero_listener { listener });
+        Ok(())
+    })
+}
+
+/// The port the listener got (0 for NULL).
+#[no_mangle]
+pub extern "C" fn cartero_listener_port(listener: *const cartero_listener) -> u16 {
+    arg(listener).map_or(0, |l| l.listener.port())
+}
+
+/// Stops the listener and releases its port.
+#[no_mangle]
+pub extern "C" fn cartero_listener_free(listener: *mut cartero_listener) {
+    free(listener)
+}
+
+/// A push received by a listener: a message or an acknowledgement.
+pub struct cartero_push {
+    is_ack: bool,
+    id: u32,
+    sender: CString,
+    body: CString,
+}
+
+/// Waits up to `timeout_ms` for the next push: `CARTERO_OK` with `*push_out` set,
+/// `CARTERO_TIMEOUT`, or `CARTERO_CLOSED`.
+#[no_mangle]
+pub extern "C" fn cartero_listener_next(
+    listener: *const cartero_listener,
+    timeout_ms: u32,
+    push_out: *mut *mut cartero_push,
+) -> cartero_result {
+    guard(|| {
+        let l = arg(listener)?;
+        let o = out(push_out)?;
+        let push = l.listener.recv_timeout(Duration::from_millis(u64::from(timeout_ms))).map_err(|closed| {
+            if closed {
+                CARTERO_CLOSED
+            } else {
+                CARTERO_TIMEOUT
+            }
+        })?;
+        // Fields never hold a NUL, so these conversions cannot fail.
+        let text = |b: &[u8]| CString::new(b.to_vec()).map_err(|_| CARTERO_PROTOCOL_ERROR);
+        *o = boxed(match push {
+            Push::Ack { id } => cartero_push { is_ack: true, id, sender: CString::default(), body: CString::default() },
+            Push::Message { sender, id, body } => cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)? },
+        });
+        Ok(())
+    })
+}
+
+/// True for an acknowledgement ("SEND MESS ACK"), false for a message.
+#[no_mangle]
+pub extern "C" fn cartero_push_is_ack(push: *const cartero_push) -> bool {
+    arg(push).is_ok_and(|p| p.is_ack)
+}
+
+#[no_mangle]
+pub extern "C" fn cartero_push_id(push: *const cartero_push) -> u32 {
+    arg(push).map_or(0, |p| p.id)
+}
+
+/// The sender's alias ("" for an acknowledgement); valid until the push is freed.
+#[no_mangle]
+pub extern "C" fn cartero_push_sender(push: *const cartero_push) -> *const c_char {
+    arg(push).map_or(std::ptr::null(), |p| p.sender.as_ptr())
+}
+
+/// The message's text ("" for an acknowledgement); valid until the push is freed.
+#[no_mangle]
+pub extern "C" fn cartero_push_body(push: *const cartero_push) -> *const c_char {
+    arg(push).map_or(std::ptr::null(), |p| p.body.as_ptr())
+}
+
+#[no_mangle]
+pub extern "C" fn cartero_push_free(push: *mut cartero_push) {
+    free(push)
+}

@@ -1,0 +1,290 @@
+//! One end-to-end suite, run against every server: `cartero serve` and the C server of
+//! `examples/c/server.c` (built here on include/cartero.h and libcartero.a, with
+//! -Wall -Wextra -Werror and AddressSanitizer/UBSan). Real TCP on 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use cartero::client::blocking::{Client, Listener};
+use cartero::wire::{ConnectReply, DisconnectReply, RegisterReply, SendReply};
+use cartero::Push;
+use common::{interrupt, Proc, LIMIT};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Rust,
+    C,
+}
+
+/// The directory cargo builds into (this test runs from `<target>/<profile>/deps`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
+}
+
+/// Compiles a C program of the repository against the static library, once per test run.
+fn compile_c(source: &str, name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = profile_dir().join("c-tests").join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let lib = profile_dir().join("libcartero.a");
+    assert!(lib.exists(), "{} is built by cargo test", lib.display());
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join(source))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-lrt", "-lutil", "-o"])
+        .arg(&out)
+        .status()
+        .expect("a C compiler (cc) runs");
+    assert!(status.success(), "{source} compiles cleanly");
+    out
+}
+
+fn c_server() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| compile_c("examples/c/server.c", "server"))
+}
+
+/// Starts a server of `kind` on a free loopback port, in memory; returns it and its port.
+fn start(kind: Kind, extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["-p", "0", "--bind", "127.0.0.1", "--memory"];
+    args.extend_from_slice(extra);
+    let mut server = match kind {
+        Kind::Rust => {
+            let mut a = vec!["serve"];
+            a.extend_from_slice(&args);
+            Proc::start(&a)
+        }
+        Kind::C => Proc::start_program(c_server().to_str().unwrap(), &args),
+    };
+    let init = server.line();
+    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let port = port.parse().unwrap();
+    server.expect(&["s>"]);
+    (server, port)
+}
+
+/// Stops the server with SIGINT and checks it ended cleanly (and, for C, that the sanitizers
+/// found nothing).
+fn stop(server: Proc) {
+    interrupt(&server.child);
+    let (code, _, stderr) = server.finish();
+    assert_eq!(code, 0, "clean exit; stderr: {stderr}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("runtime error"), "{stderr}");
+}
+
+fn exchange(port: u16, bytes: &[u8], half_close: bool) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = s.write_all(bytes);
+    if half_close {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// A listener that hands over the exact bytes of each push connection.
+fn raw_listener() -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut bytes = Vec::new();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            let _ = s.read_to_end(&mut bytes);
+            drop(s);
+            if tx.send(bytes).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn client(port: u16) -> Client {
+    Client::new("127.0.0.1", port).with_timeout(LIMIT)
+}
+
+// ------------------------------------------------------------------------------ scenarios
+
+fn replies_have_their_exact_bytes(kind: Kind) {
+    for raw in [false, true] {
+        let extra: &[&str] = if raw { &["--codes", "raw"] } else { &[] };
+        let (server, p) = start(kind, extra);
+        let code = |c: u8| if raw { vec![c] } else { vec![b'0' + c, 0] };
+        let with = |c: u8, rest: &[u8]| [code(c), rest.to_vec()].concat();
+        assert_eq!(exchange(p, b"REGISTER\0Ana Lopez\0ana\001/02/2000\0", true), code(0));
+        assert_eq!(exchange(p, b"REGISTER\0Ana Lopez\0ana\001/02/2000\0", true), code(1));
+        assert_eq!(exchange(p, b"REGISTER\0Bob\0bob\031/02/2000\0", true), code(2));
+        assert_eq!(exchange(p, b"REGISTER\0Bob\0bob\029-02-2004\0", true), code(0));
+        assert_eq!(exchange(p, b"CONNECT\0ghost\01234\0", true), code(1));
+        assert_eq!(exchange(p, b"CONNECT\0ana\0notaport\0", true), code(3));
+        let (ana_port, ana) = raw_listener();
+        let connect = format!("CONNECT\0ana\0{ana_port}\0");
+        assert_eq!(exchange(p, connect.as_bytes(), true), code(0));
+        assert_eq!(exchange(p, connect.as_bytes(), true), code(2));
+        assert_eq!(exchange(p, b"SEND\0bob\0ghost\0x\0", true), code(1));
+        assert_eq!(exchange(p, b"SEND\0bob\0ana\0hola\nmundo\0", true), with(0, b"1\0"));
+        assert_eq!(ana.recv_timeout(LIMIT).unwrap(), b"SEND MESSAGE\0bob\01\0hola\nmundo\0");
+        assert_eq!(exchange(p, b"CONNECTEDUSERS\0ana\0", true), with(0, b"1\0ana\0"));
+        assert_eq!(exchange(p, b"CONNECTEDUSERS\0bob\0", true), code(1));
+        assert_eq!(exchange(p, b"CONNECTEDUSERS\0ghost\0", true), code(2));
+        assert_eq!(exchange(p, b"DISCONNECT\0ghost\0", true), code(1));
+        assert_eq!(exchange(p, b"DISCONNECT\0bob\0", true), code(2));
+        assert_eq!(exchange(p, b"DISCONNECT\0ana\0", true), code(0));
+        assert_eq!(exchange(p, b"UNREGISTER\0ana\0", true), code(0));
+        assert_eq!(exchange(p, b"UNREGISTER\0ana\0", true), code(1));
+        stop(server);
+    }
+}
+
+fn pushes_have_their_exact_bytes(kind: Kind) {
+    for underscored in [false, true] {
+        let extra: &[&str] = if underscored { &["--push-names", "underscored"] } else { &[] };
+        let (server, p) = start(kind, extra);
+        let c = client(p);
+        let (ana_port, ana) = raw_listener();
+        let (bob_port, bob) = raw_listener();
+        for (alias, port) in [("ana", ana_port), ("bob", bob_port)] {
+            assert_eq!(c.register(alias, alias, "01/01/2001").unwrap(), RegisterReply::Ok);
+            assert_eq!(c.connect(alias, port).unwrap(), ConnectReply::Ok);
+        }
+        assert_eq!(c.send("ana", "bob", "hi bob").unwrap(), SendReply::Ok { id: 1 });
+        let (msg, ack): (&[u8], &[u8]) = if underscored {
+            (b"SEND_MESSAGE\0ana\01\0hi bob\0", b"SEND_MESS_ACK\01\0")
+        } else {
+            (b"SEND MESSAGE\0ana\01\0hi bob\0", b"SEND MESS ACK\01\0")
+        };
+        assert_eq!(bob.recv_timeout(LIMIT).unwrap(), msg);
+        assert_eq!(ana.recv_timeout(LIMIT).unwrap(), ack);
+        stop(server);
+    }
+}
+
+fn pending_messages_follow_connect_in_order(kind: Kind) {
+    let (server, p) = start(kind, &[]);
+    let c = client(p);
+    c.register("Ana", "ana", "01/01/2001").unwrap();
+    c.register("Bob", "bob", "01/01/2001").unwrap();
+    for i in 1..=5 {
+        assert_eq!(c.send("ana", "bob", format!("m{i}")).unwrap(), SendReply::Ok { id: i });
+    }
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    for i in 1..=5u32 {
+        let push = bob.recv_timeout(LIMIT).unwrap();
+        assert_eq!(push, Push::Message { sender: "ana".into(), id: i, body: format!("m{i}").into() });
+    }
+    stop(server);
+}
+
+fn a_listener_that_is_down_keeps_the_message(kind: Kind) {
+    let (server, p) = start(kind, &[]);
+    let c = client(p);
+    c.register("Ana", "ana", "01/01/2001").unwrap();
+    c.register("Bob", "bob", "01/01/2001").unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(c.connect("bob", dead).unwrap(), ConnectReply::Ok);
+    assert_eq!(c.send("ana", "bob", "are you there").unwrap(), SendReply::Ok { id: 1 });
+    let start_at = Instant::now();
+    while c.disconnect("bob").unwrap() != DisconnectReply::NotConnected {
+        assert!(start_at.elapsed() < LIMIT, "bob was never marked disconnected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(bob.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "ana".into(), id: 1, body: "are you there".into() });
+    stop(server);
+}
+
+fn bad_input_is_answered_as_specified(kind: Kind) {
+    let (server, p) = start(kind, &["--request-timeout", "1s"]);
+    let c = client(p);
+    c.register("Ana", "ana", "01/01/2001").unwrap();
+    assert_eq!(exchange(p, b"HELLO\0world\0", true), b"");
+    assert_eq!(exchange(p, b"SEND\0ana\0ana\0no nul", true), b"2\0");
+    assert_eq!(exchange(p, b"CONNECT\0ana\0", true), b"3\0");
+    assert_eq!(exchange(p, b"", true), b"");
+    let mut huge = b"SEND\0ana\0ana\0".to_vec();
+    huge.extend(vec![b'x'; 100 * 1024]);
+    assert_eq!(exchange(p, &huge, false), b"2\0");
+    // A stalled request gets its error at the request timeout; others are served meanwhile.
+    let mut stall = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    stall.write_all(b"DISCONNECT\0an").unwrap();
+    assert_eq!(c.register("Bob", "bob", "01/01/2001").unwrap(), RegisterReply::Ok);
+    stall.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut out = Vec::new();
+    let _ = stall.read_to_end(&mut out);
+    assert_eq!(out, b"3\0");
+    assert_eq!(c.disconnect("ana").unwrap(), DisconnectReply::NotConnected, "no state changed");
+    stop(server);
+}
+
+fn short_forms_wait_the_grace_period(kind: Kind) {
+    let (server, p) = start(kind, &["--grace", "200ms"]);
+    let c = client(p);
+    c.register("Ana", "ana", "01/01/2001").unwrap();
+    let ana = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    c.connect("ana", ana.port()).unwrap();
+    assert_eq!(exchange(p, b"CONNECTEDUSERS\0", false), b"0\01\0ana\0");
+    assert_eq!(exchange(p, b"REGISTER\0solo\0", false), b"0\0");
+    stop(server);
+}
+
+fn console_lines_are_exact(kind: Kind) {
+    let (mut server, p) = start(kind, &[]);
+    let c = client(p);
+    c.register("Ana", "ana", "01/01/2000").unwrap();
+    server.expect(&["s> REGISTER ana OK"]);
+    c.register("Ana", "ana", "01/01/2000").unwrap();
+    server.expect(&["s> REGISTER ana FAIL"]);
+    c.register_alias("bob").unwrap();
+    server.expect(&["s> REGISTER bob OK"]);
+    c.send("ana", "bob", "stored").unwrap();
+    server.expect(&["s> MESSAGE 1 FROM ana TO bob STORED"]);
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    c.connect("bob", bob.port()).unwrap();
+    server.expect(&["s> CONNECT bob OK", "s> SEND MESSAGE 1 FROM ana TO bob"]);
+    c.connected_users(Some(b"bob")).unwrap();
+    server.expect(&["s> CONNECTEDUSERS OK"]);
+    c.disconnect("bob").unwrap();
+    server.expect(&["s> DISCONNECT bob OK"]);
+    c.unregister("bob").unwrap();
+    server.expect(&["s> UNREGISTER bob OK"]);
+    stop(server);
+}
+
+/// Runs each scenario against both servers, as tests of their own.
+macro_rules! against_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod rust_server {
+            $(#[test] fn $scenario() { super::$scenario(super::Kind::Rust) })*
+        }
+        mod c_server {
+            $(#[test] fn $scenario() { super::$scenario(super::Kind::C) })*
+        }
+    };
+}
+
+against_both!(
+    replies_have_their_exact_bytes,
+    pushes_have_their_exact_bytes,
+    pending_messages_follow_connect_in_order,
+    a_listener_that_is_down_keeps_the_message,
+    bad_input_is_answered_as_specified,
+    short_forms_wait_the_grace_period,
+    console_lines_are_exact,
+);
