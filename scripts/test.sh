@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Runs every test of cartero: the Rust crate's unit, integration, property and fault tests,
-# a test-mode pass over every benchmark, and a bounded fuzzing run of the request parser.
-# It installs what it needs (cargo-fuzz) by itself.
+# Runs every test of cartero: the C header's freshness, the Rust crate's unit, integration,
+# property and fault tests, the C programs (built with the sanitizers) and the end-to-end
+# suite against both servers, a test-mode pass over every benchmark, and a bounded fuzzing
+# run of the request parser. It installs what it needs (cbindgen, cargo-fuzz) by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CBINDGEN_VERSION=0.29.2
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 
-echo "== Rust: cargo test"
+if ! command -v cc >/dev/null; then
+    echo "== installing a C compiler (gcc) for the C tests"
+    apt-get update -qq && apt-get install -y -qq gcc
+fi
+
+echo "== C header: include/cartero.h is what cbindgen $CBINDGEN_VERSION makes of src/ffi"
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force
+fi
+fresh=$(mktemp)
+cbindgen --quiet --config cbindgen.toml --output "$fresh"
+if ! diff -u include/cartero.h "$fresh"; then
+    rm -f "$fresh"
+    echo "include/cartero.h is stale: run cbindgen --config cbindgen.toml --output include/cartero.h and commit it"
+    echo "header: 0 passed, 1 failed"
+    exit 1
+fi
+rm -f "$fresh"
+
+echo "== Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test"
 cargo test --locked --all-targets
 
 echo "== Fuzzing the request parser for ${FUZZ_SECONDS:=30}s"

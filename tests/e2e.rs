@@ -288,3 +288,76 @@ against_both!(
     short_forms_wait_the_grace_period,
     console_lines_are_exact,
 );
+
+// ----------------------------------------------------------------------------- C programs
+
+#[test]
+fn the_c_api_test_passes_under_the_sanitizers() {
+    let api = compile_c("tests/c/api_test.c", "api_test");
+    let out = Command::new(&api).arg(env!("CARGO_PKG_VERSION")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.trim_end().ends_with("passed, 0 failed"), "{stdout}");
+}
+
+fn c_client() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| compile_c("examples/c/client.c", "client"))
+}
+
+#[test]
+fn the_c_console_client_prints_the_spec_lines() {
+    let (server, port) = start(Kind::Rust, &[]);
+    let port = port.to_string();
+    let args = ["-s", "127.0.0.1", "-p", port.as_str()];
+    let program = c_client().to_str().unwrap();
+    let mut bob = Proc::start_program(program, &args);
+    bob.type_line("REGISTER bob");
+    bob.type_line("CONNECT bob");
+    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+    let mut ana = Proc::start_program(program, &args);
+    for (command, expected) in [
+        ("REGISTER ana 01/02/2000 Ana Lopez", "s> REGISTER OK"),
+        ("register ana", "s> USERNAME IN USE"),
+        ("UNREGISTER ghost", "s> USER DOES NOT EXIST"),
+        ("CONNECT ghost", "s> CONNECT FAIL, USER DOES NOT EXIST"),
+        ("CONNECT bob", "s> USER ALREADY CONNECTED"),
+        ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
+        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
+        ("CONNECT ana", "s> CONNECT OK"),
+        ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
+        ("SEND bob hola   bob", "s> SEND OK - MESSAGE 1"),
+    ] {
+        ana.type_line(command);
+        ana.expect(&[expected]);
+    }
+    bob.expect(&["s> MESSAGE 1 FROM ana", "   hola   bob", "   END"]);
+    ana.expect(&["s> SEND MESSAGE 1 OK"]);
+    ana.type_line("CONNECTEDUSERS");
+    ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+    ana.type_line("QUIT");
+    ana.type_line("DISCONNECT ana");
+    ana.expect(&["s> DISCONNECT OK"]);
+    ana.type_line("QUIT");
+    let (code, rest, stderr) = ana.finish();
+    assert_eq!((code, rest), (0, vec![]), "{stderr}");
+    assert!(stderr.contains("QUIT refused: ana is connected"), "{stderr}");
+    assert!(!stderr.contains("AddressSanitizer") && !stderr.contains("runtime error"), "{stderr}");
+    let (code, rest, stderr) = bob.finish();
+    assert_eq!((code, rest), (0, vec!["s> DISCONNECT OK".to_string()]), "{stderr}");
+    stop(server);
+}
+
+#[test]
+fn the_c_console_client_against_a_server_that_is_down() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut client = Proc::start_program(c_client().to_str().unwrap(), &["-s", "127.0.0.1", "-p", &port]);
+    for (command, expected) in [("REGISTER ana", "s> REGISTER FAIL"), ("CONNECT ana", "s> CONNECT FAIL"), ("SEND bob hi", "s> SEND FAIL")] {
+        client.type_line(command);
+        client.expect(&[expected]);
+    }
+    let (code, _, stderr) = client.finish();
+    assert_eq!(code, 0);
+    assert!(stderr.contains("cannot connect to the server"), "{stderr}");
+}
