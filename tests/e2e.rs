@@ -28,13 +28,32 @@ fn profile_dir() -> PathBuf {
     exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
 }
 
+/// `libcartero.a`, which `cargo test` does not make by itself: built here, once, by the cargo
+/// running this test, in this test's profile.
+fn static_library() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+            let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            build.args(["build", "--lib", "--locked", "--manifest-path"]).arg(&manifest);
+            if profile_dir().file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            assert!(build.status().expect("cargo runs").success(), "the static library builds");
+            let lib = profile_dir().join("libcartero.a");
+            assert!(lib.exists(), "{} was built", lib.display());
+            lib
+        })
+        .clone()
+}
+
 /// Compiles a C program of the repository against the static library, once per test run.
 fn compile_c(source: &str, name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = profile_dir().join("c-tests").join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let lib = profile_dir().join("libcartero.a");
-    assert!(lib.exists(), "{} is built by cargo test", lib.display());
+    let lib = static_library();
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
         .arg("-I")
