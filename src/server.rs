@@ -104,6 +104,8 @@ struct Pending {
     seq: u64,
     /// Told whether they became durable (a request's reply waits for it).
     done: Option<oneshot::Sender<bool>>,
+    /// The last job: the committer closes the store after it.
+    stop: bool,
 }
 
 struct Shared {
@@ -119,6 +121,7 @@ struct Shared {
     /// The store failed: writes are refused and pushes paused until it recovers. Read and
     /// written with the engine locked.
     degraded: AtomicBool,
+    committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -132,19 +135,24 @@ impl Shared {
             return None;
         }
         let (done, durable) = oneshot::channel();
-        let _ = committer.send(Pending { changes, seq: engine.change_seq(), done: Some(done) });
+        let _ = committer.send(Pending { changes, seq: engine.change_seq(), done: Some(done), stop: false });
         Some(durable)
     }
 
-    /// Waits until everything queued so far is written (or failed); a store that is down
-    /// is waited for a few seconds at most.
-    async fn flush(&self) {
+    /// Writes everything queued so far, then closes the store (so another server may open it
+    /// as soon as this returns). A store that is down is waited for a few seconds at most.
+    async fn close_store(&self) {
         let Some(committer) = &self.committer else { return };
         let (done, written) = oneshot::channel();
-        if committer.send(Pending { changes: Vec::new(), seq: 0, done: Some(done) }).is_ok()
-            && tokio::time::timeout(Duration::from_secs(5), written).await.is_err()
-        {
+        let closed = committer.send(Pending { changes: Vec::new(), seq: 0, done: Some(done), stop: true }).is_ok()
+            && matches!(tokio::time::timeout(Duration::from_secs(5), written).await, Ok(Ok(_)));
+        if !closed {
             tracing::warn!("stopping with the store down: the last changes may not be on disk");
+            return;
+        }
+        let thread = self.committer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -240,13 +248,15 @@ impl Server {
             stats: Arc::new(Stats::default()),
             committer,
             degraded: AtomicBool::new(false),
+            committer_thread: Mutex::new(None),
         });
         if let Some((store, rx)) = queue {
             let weak = Arc::downgrade(&shared);
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("cartero-committer".into())
                 .spawn(move || run_committer(store, rx, weak))
                 .map_err(|source| ServerError::Bind { addr: shared.config.bind, source })?;
+            *shared.committer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         }
         let server = Server { listener, shared };
         if let Some(console) = &server.shared.console {
@@ -315,7 +325,7 @@ impl Server {
         let _ = dispatcher.await;
         deliveries.close();
         deliveries.wait().await;
-        shared.flush().await;
+        shared.close_store().await;
         let st = &shared.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
@@ -581,6 +591,7 @@ fn run_committer(mut store: Store, queue: mpsc::Receiver<Pending>, shared: Weak<
                 Err(_) => break,
             }
         }
+        let last = batch.iter().any(|p| p.stop);
         let result = store.commit(batch.iter().flat_map(|p| p.changes.iter()));
         let Some(shared) = shared.upgrade() else { return };
         match result {
@@ -593,6 +604,9 @@ fn run_committer(mut store: Store, queue: mpsc::Receiver<Pending>, shared: Weak<
                     if let Some(done) = pending.done {
                         let _ = done.send(true);
                     }
+                }
+                if last {
+                    return; // the store closes as it drops
                 }
             }
             Err(e) => {
