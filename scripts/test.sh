@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of cartero: the C header's freshness, the Rust crate's unit, integration,
 # property and fault tests, the C programs (built with the sanitizers) and the end-to-end
-# suite against both servers, a test-mode pass over every benchmark, and a bounded fuzzing
-# run of the request parser. It installs what it needs (cbindgen, cargo-fuzz) by itself.
+# suite against both servers, a test-mode pass over every benchmark, the Python module and
+# examples with pytest (in a virtual environment of its own, under target/py), and a bounded
+# fuzzing run of the request parser. It installs what it needs (cbindgen, cargo-fuzz,
+# maturin, pytest, Xvfb) by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CBINDGEN_VERSION=0.29.2
@@ -30,6 +32,17 @@ rm -f "$fresh"
 
 echo "== Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test"
 cargo test --locked --all-targets
+
+echo "== Python: the module built by maturin in a virtual environment, then pytest"
+if ! command -v Xvfb >/dev/null; then
+    echo "== installing Xvfb for the window test"
+    apt-get update -qq && apt-get install -y -qq xvfb
+fi
+venv=target/py
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
+VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" maturin develop -q --locked -m bindings/python/Cargo.toml
+"$venv/bin/python" -m pytest -q bindings/python/tests
 
 echo "== Fuzzing the request parser for ${FUZZ_SECONDS:=30}s"
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -115,13 +115,19 @@ impl Client {
         format!("cartero.Client({:?})", self.server)
     }
 
-    /// REGISTER a user. Raises AliasInUse, ServerError or ConnectionFailed.
-    fn register(&self, py: Python<'_>, full_name: &str, alias: &str, birth_date: &str) -> PyResult<()> {
+    /// REGISTER a user; `birth_date` "DD/MM/YYYY". With `birth_date=None` it sends seed 000's
+    /// one-field form (the alias alone). Raises AliasInUse, ServerError or ConnectionFailed.
+    #[pyo3(signature = (full_name, alias, birth_date=None))]
+    fn register(&self, py: Python<'_>, full_name: &str, alias: &str, birth_date: Option<&str>) -> PyResult<()> {
         guarded(py, || {
-            let request = Request::Register {
-                full_name: Bytes::copy_from_slice(full_name.as_bytes()),
-                alias: Bytes::copy_from_slice(alias.as_bytes()),
-                birth_date: Some(Bytes::copy_from_slice(birth_date.as_bytes())),
+            let alias_bytes = Bytes::copy_from_slice(alias.as_bytes());
+            let request = match birth_date {
+                Some(date) => Request::Register {
+                    full_name: Bytes::copy_from_slice(full_name.as_bytes()),
+                    alias: alias_bytes,
+                    birth_date: Some(Bytes::copy_from_slice(date.as_bytes())),
+                },
+                None => Request::Register { full_name: alias_bytes.clone(), alias: alias_bytes, birth_date: None },
             };
             match self.call(py, request)? {
                 Reply::Register(RegisterReply::Ok) => Ok(()),
