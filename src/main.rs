@@ -13,5 +13,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(a) => cli::serve::run(a),
         cli::Command::Client(a) => cli::console::run(a),
         cli::Command::Bench(a) => cli::bench::run(a),
+        cli::Command::Check(a) => cli::check::run(a),
+        cli::Command::Trace(a) => cli::trace::run(a),
     }
 }

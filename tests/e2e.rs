@@ -55,7 +55,15 @@ fn compile_c(source: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let lib = static_library();
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+        ])
         .arg("-I")
         .arg(root.join("include"))
         .arg(root.join(source))
@@ -225,7 +233,10 @@ fn a_listener_that_is_down_keeps_the_message(kind: Kind) {
     }
     let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
     assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
-    assert_eq!(bob.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "ana".into(), id: 1, body: "are you there".into() });
+    assert_eq!(
+        bob.recv_timeout(LIMIT).unwrap(),
+        Push::Message { sender: "ana".into(), id: 1, body: "are you there".into() }
+    );
     stop(server);
 }
 
@@ -372,7 +383,9 @@ fn the_c_console_client_prints_the_spec_lines() {
 fn the_c_console_client_against_a_server_that_is_down() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let mut client = Proc::start_program(c_client().to_str().unwrap(), &["-s", "127.0.0.1", "-p", &port]);
-    for (command, expected) in [("REGISTER ana", "s> REGISTER FAIL"), ("CONNECT ana", "s> CONNECT FAIL"), ("SEND bob hi", "s> SEND FAIL")] {
+    for (command, expected) in
+        [("REGISTER ana", "s> REGISTER FAIL"), ("CONNECT ana", "s> CONNECT FAIL"), ("SEND bob hi", "s> SEND FAIL")]
+    {
         client.type_line(command);
         client.expect(&[expected]);
     }

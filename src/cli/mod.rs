@@ -1,8 +1,11 @@
 //! Command-line faces of the library.
 
 pub mod bench;
+pub mod check;
 pub mod console;
 pub mod serve;
+pub mod show;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -26,6 +29,10 @@ pub enum Command {
     Client(console::Args),
     /// Load-test the server on 127.0.0.1 against a no-logic baseline.
     Bench(bench::Args),
+    /// Check any server (yours, a classmate's) against every clause of the protocol.
+    Check(check::Args),
+    /// A transparent proxy that prints each exchange decoded and flags deviations.
+    Trace(trace::Args),
 }
 
 /// Diagnostics go to standard error; standard output is kept for the protocol's console.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::cartero_result::{self, *};
-use super::{arg, boxed, cstr, free, give_bytes, guard, opt_cstr, out, cartero_bytes};
+use super::{arg, boxed, cartero_bytes, cstr, free, give_bytes, guard, opt_cstr, out};
 use crate::client::blocking::{Client, Listener};
 use crate::client::ClientError;
 use crate::codec::CodecError;
@@ -84,7 +84,11 @@ pub extern "C" fn cartero_client_register(
 }
 
 #[no_mangle]
-pub extern "C" fn cartero_client_unregister(client: *const cartero_client, alias: *const c_char, code_out: *mut u8) -> cartero_result {
+pub extern "C" fn cartero_client_unregister(
+    client: *const cartero_client,
+    alias: *const c_char,
+    code_out: *mut u8,
+) -> cartero_result {
     guard(|| {
         let (c, alias, code_out) = (arg(client)?, cstr(alias)?, out(code_out)?);
         code_of(c.client.unregister(alias).map(Reply::Unregister), code_out).map(drop)
@@ -107,7 +111,11 @@ pub extern "C" fn cartero_client_connect(
 }
 
 #[no_mangle]
-pub extern "C" fn cartero_client_disconnect(client: *const cartero_client, alias: *const c_char, code_out: *mut u8) -> cartero_result {
+pub extern "C" fn cartero_client_disconnect(
+    client: *const cartero_client,
+    alias: *const c_char,
+    code_out: *mut u8,
+) -> cartero_result {
     guard(|| {
         let (c, alias, code_out) = (arg(client)?, cstr(alias)?, out(code_out)?);
         code_of(c.client.disconnect(alias).map(Reply::Disconnect), code_out).map(drop)
@@ -224,7 +232,9 @@ pub extern "C" fn cartero_listener_next(
         let text = |b: &[u8]| CString::new(b.to_vec()).map_err(|_| CARTERO_PROTOCOL_ERROR);
         *o = boxed(match push {
             Push::Ack { id } => cartero_push { is_ack: true, id, sender: CString::default(), body: CString::default() },
-            Push::Message { sender, id, body } => cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)? },
+            Push::Message { sender, id, body } => {
+                cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)? }
+            }
         });
         Ok(())
     })

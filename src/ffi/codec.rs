@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use super::cartero_result::{self, *};
-use super::{arg_mut, boxed, bytes_arg, free, give_bytes, guard, out, cartero_bytes};
+use super::{arg_mut, boxed, bytes_arg, cartero_bytes, free, give_bytes, guard, out};
 use crate::codec::{Codec, CodecError};
 
 /// Bytes a field decoder holds at most before the caller must take fields.
@@ -28,7 +28,10 @@ fn codec_error(e: &CodecError) -> cartero_result {
 
 /// A decoder of fields of at most `max_len` bytes (255 for this protocol).
 #[no_mangle]
-pub extern "C" fn cartero_field_decoder_new(max_len: usize, decoder_out: *mut *mut cartero_field_decoder) -> cartero_result {
+pub extern "C" fn cartero_field_decoder_new(
+    max_len: usize,
+    decoder_out: *mut *mut cartero_field_decoder,
+) -> cartero_result {
     guard(|| {
         let o = out(decoder_out)?;
         *o = boxed(cartero_field_decoder { codec: Codec::new(max_len), buf: BytesMut::new(), failed: false });
@@ -44,7 +47,11 @@ pub extern "C" fn cartero_field_decoder_free(decoder: *mut cartero_field_decoder
 /// Appends `len` bytes of the stream. `CARTERO_BUFFER_FULL` (nothing appended) if more than
 /// 1 MiB would wait: take fields first.
 #[no_mangle]
-pub extern "C" fn cartero_field_decoder_feed(decoder: *mut cartero_field_decoder, bytes: *const u8, len: usize) -> cartero_result {
+pub extern "C" fn cartero_field_decoder_feed(
+    decoder: *mut cartero_field_decoder,
+    bytes: *const u8,
+    len: usize,
+) -> cartero_result {
     guard(|| {
         let d = arg_mut(decoder)?;
         let bytes = bytes_arg(bytes, len)?;
@@ -60,7 +67,10 @@ pub extern "C" fn cartero_field_decoder_feed(decoder: *mut cartero_field_decoder
 /// `CARTERO_NEED_MORE` if no whole field has arrived, or `CARTERO_FIELD_TOO_LONG`, after
 /// which the stream cannot be resynchronized and every call fails the same way.
 #[no_mangle]
-pub extern "C" fn cartero_field_decoder_next(decoder: *mut cartero_field_decoder, field_out: *mut *mut cartero_bytes) -> cartero_result {
+pub extern "C" fn cartero_field_decoder_next(
+    decoder: *mut cartero_field_decoder,
+    field_out: *mut *mut cartero_bytes,
+) -> cartero_result {
     guard(|| {
         let d = arg_mut(decoder)?;
         let o = out(field_out)?;

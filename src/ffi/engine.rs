@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use super::cartero_result::{self, *};
-use super::{arg, arg_mut, boxed, cstr, free, give_bytes, guard, out, cartero_bytes};
+use super::{arg, arg_mut, boxed, cartero_bytes, cstr, free, give_bytes, guard, out};
 use crate::engine::{Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError, Hold};
 use crate::wire::{CodeEncoding, PushNames, Reply, Request, RequestDecoder, WireSettings};
 
@@ -109,7 +109,11 @@ impl cartero_request_decoder {
 /// `cartero_request_decoder_has_short_form` says so. `CARTERO_BAD_REQUEST`: answer with
 /// `cartero_request_decoder_error_reply` and close.
 #[no_mangle]
-pub extern "C" fn cartero_request_decoder_feed(decoder: *mut cartero_request_decoder, bytes: *const u8, len: usize) -> cartero_result {
+pub extern "C" fn cartero_request_decoder_feed(
+    decoder: *mut cartero_request_decoder,
+    bytes: *const u8,
+    len: usize,
+) -> cartero_result {
     guard(|| {
         let d = arg_mut(decoder)?;
         let bytes = super::bytes_arg(bytes, len)?;
@@ -191,7 +195,10 @@ impl cartero_engine {
 /// functions are milliseconds of one monotonic clock of the caller (e.g. CLOCK_MONOTONIC),
 /// any origin.
 #[no_mangle]
-pub extern "C" fn cartero_engine_new(config: *const cartero_engine_config, engine_out: *mut *mut cartero_engine) -> cartero_result {
+pub extern "C" fn cartero_engine_new(
+    config: *const cartero_engine_config,
+    engine_out: *mut *mut cartero_engine,
+) -> cartero_result {
     guard(|| {
         let o = out(engine_out)?;
         let mut c = cartero_engine_config {
@@ -307,7 +314,13 @@ pub extern "C" fn cartero_engine_poll_delivery(
             match push.to_bytes(e.wire.push_names) {
                 Ok(bytes) => {
                     let ip = CString::new(addr.ip().to_string()).map_err(|_| CARTERO_PANIC)?;
-                    *o = boxed(cartero_delivery { id: id.0, ip, port: addr.port(), bytes: bytes.to_vec(), deadline_ms: e.ms(deadline) });
+                    *o = boxed(cartero_delivery {
+                        id: id.0,
+                        ip,
+                        port: addr.port(),
+                        bytes: bytes.to_vec(),
+                        deadline_ms: e.ms(deadline),
+                    });
                     return Ok(());
                 }
                 // Cannot happen for what the engine stores; fail it rather than hand it out.
@@ -360,7 +373,11 @@ pub extern "C" fn cartero_delivery_free(delivery: *mut cartero_delivery) {
 /// Reports how delivery `id` ended: `delivered` true if the bytes were written and the
 /// listener closed cleanly. `CARTERO_UNKNOWN_DELIVERY` if it had already timed out.
 #[no_mangle]
-pub extern "C" fn cartero_engine_delivery_result(engine: *mut cartero_engine, id: u64, delivered: bool) -> cartero_result {
+pub extern "C" fn cartero_engine_delivery_result(
+    engine: *mut cartero_engine,
+    id: u64,
+    delivered: bool,
+) -> cartero_result {
     guard(|| {
         let e = arg_mut(engine)?;
         let outcome = if delivered { DeliveryOutcome::Delivered } else { DeliveryOutcome::Failed };
@@ -374,7 +391,10 @@ pub extern "C" fn cartero_engine_delivery_result(engine: *mut cartero_engine, id
 /// The earliest deadline of a delivery in flight (`CARTERO_DONE` if none is in flight):
 /// call `cartero_engine_handle_timeout` then.
 #[no_mangle]
-pub extern "C" fn cartero_engine_poll_timeout(engine: *const cartero_engine, deadline_ms_out: *mut u64) -> cartero_result {
+pub extern "C" fn cartero_engine_poll_timeout(
+    engine: *const cartero_engine,
+    deadline_ms_out: *mut u64,
+) -> cartero_result {
     guard(|| {
         let e = arg(engine)?;
         let o = out(deadline_ms_out)?;
@@ -387,7 +407,11 @@ pub extern "C" fn cartero_engine_poll_timeout(engine: *const cartero_engine, dea
 /// Fails every delivery whose deadline is at or before `now_ms`; `*expired_out` (may be
 /// NULL) gets how many.
 #[no_mangle]
-pub extern "C" fn cartero_engine_handle_timeout(engine: *mut cartero_engine, now_ms: u64, expired_out: *mut usize) -> cartero_result {
+pub extern "C" fn cartero_engine_handle_timeout(
+    engine: *mut cartero_engine,
+    now_ms: u64,
+    expired_out: *mut usize,
+) -> cartero_result {
     guard(|| {
         let e = arg_mut(engine)?;
         let now = e.at(now_ms)?;
@@ -402,7 +426,10 @@ pub extern "C" fn cartero_engine_handle_timeout(engine: *mut cartero_engine, now
 /// The next console line of SPEC 5 (with its "s> " prompt, without a newline):
 /// `CARTERO_OK` with `*line_out` set, or `CARTERO_DONE`.
 #[no_mangle]
-pub extern "C" fn cartero_engine_poll_event(engine: *mut cartero_engine, line_out: *mut *mut cartero_bytes) -> cartero_result {
+pub extern "C" fn cartero_engine_poll_event(
+    engine: *mut cartero_engine,
+    line_out: *mut *mut cartero_bytes,
+) -> cartero_result {
     guard(|| {
         let e = arg_mut(engine)?;
         let o = out(line_out)?;

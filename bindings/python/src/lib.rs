@@ -59,7 +59,9 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
             error(py, "ConnectionFailed", e.to_string())
         }
         ClientError::Invalid(_) => error(py, "InvalidField", e.to_string()),
-        ClientError::Protocol(_) | ClientError::NoReply | ClientError::Mismatch(_) => error(py, "ServerError", e.to_string()),
+        ClientError::Protocol(_) | ClientError::NoReply | ClientError::Mismatch(_) => {
+            error(py, "ServerError", e.to_string())
+        }
     }
 }
 
@@ -131,18 +133,28 @@ impl Client {
             };
             match self.call(py, request)? {
                 Reply::Register(RegisterReply::Ok) => Ok(()),
-                Reply::Register(RegisterReply::AliasInUse) => Err(error(py, "AliasInUse", format!("alias {alias:?} is already registered"))),
-                _ => Err(error(py, "ServerError", format!("the server refused to register {alias:?} (check the birth date: DD/MM/YYYY)"))),
+                Reply::Register(RegisterReply::AliasInUse) => {
+                    Err(error(py, "AliasInUse", format!("alias {alias:?} is already registered")))
+                }
+                _ => Err(error(
+                    py,
+                    "ServerError",
+                    format!("the server refused to register {alias:?} (check the birth date: DD/MM/YYYY)"),
+                )),
             }
         })
     }
 
     /// UNREGISTER a user and its pending messages. Raises UserNotFound, ServerError.
     fn unregister(&self, py: Python<'_>, alias: &str) -> PyResult<()> {
-        guarded(py, || match self.call(py, Request::Unregister { alias: Bytes::copy_from_slice(alias.as_bytes()) })? {
-            Reply::Unregister(UnregisterReply::Ok) => Ok(()),
-            Reply::Unregister(UnregisterReply::NoSuchUser) => Err(error(py, "UserNotFound", format!("no user {alias:?}"))),
-            _ => Err(error(py, "ServerError", format!("the server refused to unregister {alias:?}"))),
+        guarded(py, || {
+            match self.call(py, Request::Unregister { alias: Bytes::copy_from_slice(alias.as_bytes()) })? {
+                Reply::Unregister(UnregisterReply::Ok) => Ok(()),
+                Reply::Unregister(UnregisterReply::NoSuchUser) => {
+                    Err(error(py, "UserNotFound", format!("no user {alias:?}")))
+                }
+                _ => Err(error(py, "ServerError", format!("the server refused to unregister {alias:?}"))),
+            }
         })
     }
 
@@ -151,13 +163,21 @@ impl Client {
     #[pyo3(signature = (alias, *, listen_host="0.0.0.0"))]
     fn connect(&self, py: Python<'_>, alias: &str, listen_host: &str) -> PyResult<Listener> {
         guarded(py, || {
-            let ip: IpAddr = listen_host.parse().map_err(|_| PyValueError::new_err(format!("{listen_host:?} is not an IP address")))?;
-            let listener = blocking::Listener::bind(ip).map_err(|e| error(py, "ConnectionFailed", format!("cannot listen on {ip}: {e}")))?;
+            let ip: IpAddr = listen_host
+                .parse()
+                .map_err(|_| PyValueError::new_err(format!("{listen_host:?} is not an IP address")))?;
+            let listener = blocking::Listener::bind(ip)
+                .map_err(|e| error(py, "ConnectionFailed", format!("cannot listen on {ip}: {e}")))?;
             let port = listener.port();
-            let request = Request::Connect { alias: Bytes::copy_from_slice(alias.as_bytes()), port: Bytes::from(port.to_string()) };
+            let request = Request::Connect {
+                alias: Bytes::copy_from_slice(alias.as_bytes()),
+                port: Bytes::from(port.to_string()),
+            };
             match self.call(py, request)? {
                 Reply::Connect(ConnectReply::Ok) => Ok(Listener { inner: Arc::new(Mutex::new(Some(listener))), port }),
-                Reply::Connect(ConnectReply::NoSuchUser) => Err(error(py, "UserNotFound", format!("no user {alias:?}"))),
+                Reply::Connect(ConnectReply::NoSuchUser) => {
+                    Err(error(py, "UserNotFound", format!("no user {alias:?}")))
+                }
                 Reply::Connect(ConnectReply::AlreadyConnected) => {
                     Err(error(py, "AlreadyConnected", format!("{alias:?} is already connected")))
                 }
@@ -168,11 +188,21 @@ impl Client {
 
     /// DISCONNECT a user. Raises UserNotFound, NotConnected, ServerError.
     fn disconnect(&self, py: Python<'_>, alias: &str) -> PyResult<()> {
-        guarded(py, || match self.call(py, Request::Disconnect { alias: Bytes::copy_from_slice(alias.as_bytes()) })? {
-            Reply::Disconnect(DisconnectReply::Ok) => Ok(()),
-            Reply::Disconnect(DisconnectReply::NoSuchUser) => Err(error(py, "UserNotFound", format!("no user {alias:?}"))),
-            Reply::Disconnect(DisconnectReply::NotConnected) => Err(error(py, "NotConnected", format!("{alias:?} is not connected"))),
-            _ => Err(error(py, "ServerError", format!("the server refused to disconnect {alias:?} (from another IP?)"))),
+        guarded(py, || {
+            match self.call(py, Request::Disconnect { alias: Bytes::copy_from_slice(alias.as_bytes()) })? {
+                Reply::Disconnect(DisconnectReply::Ok) => Ok(()),
+                Reply::Disconnect(DisconnectReply::NoSuchUser) => {
+                    Err(error(py, "UserNotFound", format!("no user {alias:?}")))
+                }
+                Reply::Disconnect(DisconnectReply::NotConnected) => {
+                    Err(error(py, "NotConnected", format!("{alias:?} is not connected")))
+                }
+                _ => Err(error(
+                    py,
+                    "ServerError",
+                    format!("the server refused to disconnect {alias:?} (from another IP?)"),
+                )),
+            }
         })
     }
 
@@ -189,7 +219,11 @@ impl Client {
                 Reply::Send(SendReply::NoSuchUser) => {
                     Err(error(py, "UserNotFound", format!("{sender:?} or {recipient:?} is not registered")))
                 }
-                _ => Err(error(py, "ServerError", format!("the server refused the message from {sender:?} to {recipient:?}"))),
+                _ => Err(error(
+                    py,
+                    "ServerError",
+                    format!("the server refused the message from {sender:?} to {recipient:?}"),
+                )),
             }
         })
     }
@@ -202,7 +236,9 @@ impl Client {
             let request = Request::ConnectedUsers { alias: alias.map(|a| Bytes::copy_from_slice(a.as_bytes())) };
             match self.call(py, request)? {
                 Reply::ConnectedUsers(ConnectedUsersReply::Ok { users }) => Ok(users.iter().map(|u| text(u)).collect()),
-                Reply::ConnectedUsers(ConnectedUsersReply::NotConnected) => Err(error(py, "NotConnected", "the requester is not connected")),
+                Reply::ConnectedUsers(ConnectedUsersReply::NotConnected) => {
+                    Err(error(py, "NotConnected", "the requester is not connected"))
+                }
                 _ => Err(error(py, "ServerError", "the server refused CONNECTEDUSERS (is the requester registered?)")),
             }
         })
@@ -349,7 +385,13 @@ impl RequestDecoder {
 impl RequestDecoder {
     #[new]
     fn new() -> Self {
-        RequestDecoder { decoder: RustRequestDecoder::new(), buf: BytesMut::new(), ready: None, failed: false, saw_bytes: false }
+        RequestDecoder {
+            decoder: RustRequestDecoder::new(),
+            buf: BytesMut::new(),
+            ready: None,
+            failed: false,
+            saw_bytes: false,
+        }
     }
 
     /// Feeds bytes read from the connection; True once a whole request is in. Raises
@@ -445,7 +487,13 @@ impl Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (*, codes="ascii", push_names="spaced", delivery_timeout=2.0, max_users=None, max_pending=None))]
-    fn new(codes: &str, push_names: &str, delivery_timeout: f64, max_users: Option<usize>, max_pending: Option<usize>) -> PyResult<Self> {
+    fn new(
+        codes: &str,
+        push_names: &str,
+        delivery_timeout: f64,
+        max_users: Option<usize>,
+        max_pending: Option<usize>,
+    ) -> PyResult<Self> {
         let defaults = EngineConfig::default();
         let config = EngineConfig {
             delivery_timeout: seconds(delivery_timeout, "delivery_timeout")?,
@@ -465,10 +513,17 @@ impl Engine {
 
     /// Answers the request ready in `decoder`, from a client at `peer_ip`. Returns the reply's
     /// bytes and a hold: call `release(hold)` once the reply is sent.
-    fn handle_request<'py>(&mut self, py: Python<'py>, decoder: &mut RequestDecoder, peer_ip: &str) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+    fn handle_request<'py>(
+        &mut self,
+        py: Python<'py>,
+        decoder: &mut RequestDecoder,
+        peer_ip: &str,
+    ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
         guarded(py, || {
-            let peer: IpAddr = peer_ip.parse().map_err(|_| PyValueError::new_err(format!("{peer_ip:?} is not an IP address")))?;
-            let request = decoder.ready.take().ok_or_else(|| PyValueError::new_err("no request is ready in the decoder"))?;
+            let peer: IpAddr =
+                peer_ip.parse().map_err(|_| PyValueError::new_err(format!("{peer_ip:?} is not an IP address")))?;
+            let request =
+                decoder.ready.take().ok_or_else(|| PyValueError::new_err("no request is ready in the decoder"))?;
             let (reply, hold) = self.engine.handle_request_held(peer, &request);
             self.next_hold += 1;
             self.holds.insert(self.next_hold, hold);
@@ -480,7 +535,10 @@ impl Engine {
 
     /// Lets the pushes caused by a request go, once its reply is sent.
     fn release(&mut self, hold: u64) -> PyResult<()> {
-        let hold = self.holds.remove(&hold).ok_or_else(|| PyValueError::new_err(format!("no hold {hold} (released already?)")))?;
+        let hold = self
+            .holds
+            .remove(&hold)
+            .ok_or_else(|| PyValueError::new_err(format!("no hold {hold} (released already?)")))?;
         self.engine.release(hold);
         Ok(())
     }
@@ -540,7 +598,8 @@ fn encode_fields<'py>(py: Python<'py>, fields: Vec<Vec<u8>>) -> PyResult<Bound<'
         let mut codec = Codec::new(cartero::MAX_FIELD_LEN);
         let mut out = BytesMut::new();
         for field in &fields {
-            Encoder::<&[u8]>::encode(&mut codec, field, &mut out).map_err(|e| error(py, "InvalidField", e.to_string()))?;
+            Encoder::<&[u8]>::encode(&mut codec, field, &mut out)
+                .map_err(|e| error(py, "InvalidField", e.to_string()))?;
         }
         Ok(PyBytes::new(py, &out))
     })
@@ -661,7 +720,10 @@ fn serve(
             bind: SocketAddr::new(ip, port),
             storage,
             wire: WireSettings { codes: self::codes(codes)?, push_names: self::push_names(push_names)? },
-            engine: EngineConfig { delivery_timeout: seconds(delivery_timeout, "delivery_timeout")?, ..EngineConfig::default() },
+            engine: EngineConfig {
+                delivery_timeout: seconds(delivery_timeout, "delivery_timeout")?,
+                ..EngineConfig::default()
+            },
             request_timeout: seconds(request_timeout, "request_timeout")?,
             grace: seconds(grace, "grace")?,
             console,

@@ -1,0 +1,654 @@
+//! `cartero check server <host>:<port>`: runs the clauses of SPEC 2 to 4 against any server.
+//!
+//! Every step has its own timeout, so a server that crashes, hangs or resets becomes a FAIL
+//! with its cause, never a hang. Users get a random prefix (`ck<hex>_`) that cannot clash
+//! with real ones, and are disconnected and unregistered at the end.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use cartero::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
+use cartero::Push;
+use tokio_util::codec::Decoder;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    target: Target,
+}
+
+#[derive(clap::Subcommand)]
+enum Target {
+    /// Check a server: `cartero check server <host>:<port>`.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server, as host:port.
+    server: String,
+    /// The result-code encoding the server should use: ascii or raw.
+    #[arg(long, default_value = "ascii")]
+    codes: CodeEncoding,
+    /// The push spelling the server should use: spaced or underscored.
+    #[arg(long, default_value = "spaced")]
+    push_names: PushNames,
+    /// Detect the server's code encoding and push spelling first, and check against those.
+    #[arg(long)]
+    auto: bool,
+    /// Print the results as JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+    /// How long each step may take.
+    #[arg(long, default_value = "3s", value_parser = super::duration)]
+    timeout: Duration,
+}
+
+/// One clause's result.
+struct Outcome {
+    id: &'static str,
+    title: &'static str,
+    sent: String,
+    expected: String,
+    got: String,
+    pass: bool,
+}
+
+/// What a request got back.
+struct Answer {
+    reply: Reply,
+    encoding: Option<CodeEncoding>,
+    raw: Vec<u8>,
+}
+
+impl Answer {
+    fn show(&self) -> String {
+        let enc = self.encoding.map_or(String::new(), |e| format!(" ({e})"));
+        format!("{}{enc}", super::show::reply(&self.reply))
+    }
+}
+
+/// A listener of the checker's: hands over each push connection's exact bytes.
+struct Inbox {
+    port: u16,
+    pushes: Receiver<Vec<u8>>,
+}
+
+impl Inbox {
+    fn open() -> Result<Inbox, String> {
+        let listener = TcpListener::bind("0.0.0.0:0").map_err(|e| format!("cannot open a listener: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let (tx, pushes) = channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut bytes = Vec::new();
+                let _ = s.take(4096).read_to_end(&mut bytes);
+                if tx.send(bytes).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Inbox { port, pushes })
+    }
+
+    /// The next push within `timeout`, decoded, with its spelling.
+    fn next(&self, timeout: Duration) -> Result<(Push, Option<PushNames>, Vec<u8>), String> {
+        let bytes = self.pushes.recv_timeout(timeout).map_err(|_| format!("no push within {timeout:?}"))?;
+        let mut decoder = PushDecoder::new();
+        let mut buf = BytesMut::from(&bytes[..]);
+        match decoder.decode_eof(&mut buf) {
+            Ok(Some(push)) => Ok((push, decoder.seen_names(), bytes)),
+            Ok(None) => Err("an empty push connection".into()),
+            Err(e) => Err(format!("not a push ({e}): {}", Escaped(&bytes))),
+        }
+    }
+
+    /// Whether some push arrives within `wait`.
+    fn quiet_for(&self, wait: Duration) -> Result<(), String> {
+        match self.pushes.recv_timeout(wait) {
+            Ok(bytes) => Err(format!("got a push: {}", Escaped(&bytes))),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+struct Checker {
+    server: SocketAddr,
+    timeout: Duration,
+    codes: CodeEncoding,
+    push_names: PushNames,
+    prefix: String,
+    outcomes: Vec<Outcome>,
+    /// Users this run registered, to clean up.
+    made: Vec<String>,
+}
+
+/// How a request is shown in the report.
+fn show_fields(fields: &[&[u8]]) -> String {
+    let show = |f: &[u8]| match f.len() {
+        0..=40 => Escaped(f).to_string(),
+        n => format!("{}...({n} bytes)", Escaped(&f[..24])),
+    };
+    fields.iter().map(|f| show(f)).collect::<Vec<_>>().join(" ")
+}
+
+impl Checker {
+    fn user(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Sends the fields (operation first) on a new connection and reads the reply.
+    fn exchange(&self, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
+        let op = Operation::from_name(fields[0]);
+        let mut stream =
+            TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = stream.set_read_timeout(Some(self.timeout));
+        let _ = stream.set_write_timeout(Some(self.timeout));
+        let mut bytes = Vec::new();
+        for f in fields {
+            bytes.extend_from_slice(f);
+            bytes.push(0);
+        }
+        stream.write_all(&bytes).map_err(|e| format!("cannot send: {e}"))?;
+        if half_close {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        let Some(op) = op else {
+            // An unknown operation: the answer is whatever comes back before the close.
+            let mut raw = Vec::new();
+            return match stream.take(4096).read_to_end(&mut raw) {
+                Ok(_) if raw.is_empty() => Err("closed without a reply".into()),
+                Ok(_) => Err(format!("replied {}", Escaped(&raw))),
+                Err(e) => Err(format!("{e}")),
+            };
+        };
+        let started = Instant::now();
+        let mut decoder = ReplyDecoder::new(op);
+        let mut buf = BytesMut::new();
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if started.elapsed() > self.timeout {
+                return Err(format!("no complete reply within {:?}", self.timeout));
+            }
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(format!("no reply within {:?}", self.timeout))
+                }
+                Err(e) => return Err(format!("connection failed: {e}")),
+            };
+            raw.extend_from_slice(&chunk[..n]);
+            buf.extend_from_slice(&chunk[..n]);
+            let decoded = if n == 0 { decoder.decode_eof(&mut buf) } else { decoder.decode(&mut buf) };
+            match decoded {
+                Ok(Some(reply)) => return Ok(Answer { reply, encoding: decoder.seen_encoding(), raw }),
+                Ok(None) if n == 0 => return Err("closed without a reply".into()),
+                Ok(None) => {}
+                Err(e) => return Err(format!("not a valid reply ({e}): {}", Escaped(&raw))),
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        id: &'static str,
+        title: &'static str,
+        sent: String,
+        expected: String,
+        got: Result<String, String>,
+        pass: bool,
+    ) {
+        let got = got.unwrap_or_else(|e| format!("ERROR: {e}"));
+        self.outcomes.push(Outcome { id, title, sent, expected, got, pass });
+    }
+
+    /// A request whose reply must have `want` as its code (and, if given, pass `extra`).
+    fn expect_code(&mut self, id: &'static str, title: &'static str, fields: &[&[u8]], want: u8) -> Option<Answer> {
+        let sent = show_fields(fields);
+        match self.exchange(fields, true) {
+            Ok(answer) => {
+                let mut pass = answer.reply.code() == want;
+                let mut got = answer.show();
+                if pass && answer.encoding != Some(self.codes) {
+                    pass = false;
+                    got = format!(
+                        "{got}: result code in {} encoding, not {}: {}",
+                        answer.encoding.map_or("no".into(), |e| e.to_string()),
+                        self.codes,
+                        Escaped(&answer.raw)
+                    );
+                }
+                self.record(id, title, sent, format!("{want} ({})", self.codes), Ok(got), pass);
+                Some(answer)
+            }
+            Err(e) => {
+                self.record(id, title, sent, format!("{want} ({})", self.codes), Err(e), false);
+                None
+            }
+        }
+    }
+
+    fn register(&mut self, id: &'static str, name: &str, title: &'static str) -> bool {
+        let alias = self.user(name);
+        let ok = self
+            .expect_code(id, title, &[b"REGISTER", b"Check User", alias.as_bytes(), b"01/02/2000"], 0)
+            .is_some_and(|a| a.reply.code() == 0);
+        if ok {
+            self.made.push(alias);
+        }
+        ok
+    }
+
+    /// Checks one push: the kind, the fields and the spelling.
+    fn expect_push(&mut self, id: &'static str, title: &'static str, inbox: &Inbox, want: &Push) {
+        let expected = format!("{} {}", want.name(self.push_names), super::show::push_fields(want));
+        match inbox.next(self.timeout) {
+            Ok((push, names, raw)) => {
+                let spelled = names == Some(self.push_names);
+                let pass = &push == want && spelled;
+                let mut got = format!("{} {}", names.map_or("?", |n| push.name(n)), super::show::push_fields(&push));
+                if !spelled {
+                    got = format!(
+                        "{got}: spelled {}, not {}",
+                        names.map_or("?".into(), |n| n.to_string()),
+                        self.push_names
+                    );
+                }
+                if &push != want {
+                    got = format!("{got} (bytes {})", Escaped(&raw));
+                }
+                self.record(id, title, "(push to our listener)".into(), expected, Ok(got), pass);
+            }
+            Err(e) => self.record(id, title, "(push to our listener)".into(), expected, Err(e), false),
+        }
+    }
+
+    fn run(&mut self) {
+        let (ana, bob, eve, dan) = (self.user("ana"), self.user("bob"), self.user("eve"), self.user("dan"));
+        let (a, b, e, d) =
+            (ana.as_bytes().to_vec(), bob.as_bytes().to_vec(), eve.as_bytes().to_vec(), dan.as_bytes().to_vec());
+        let ghost = self.user("ghost").into_bytes();
+
+        // SPEC 2.1
+        self.register("R1", "ana", "REGISTER of a new user answers 0");
+        self.expect_code(
+            "R2",
+            "REGISTER of an alias in use answers 1",
+            &[b"REGISTER", b"Check User", &a, b"01/02/2000"],
+            1,
+        );
+        let bad = self.user("baddate");
+        if self
+            .expect_code(
+                "R3",
+                "REGISTER with an impossible date (31/02) answers 2",
+                &[b"REGISTER", b"Check User", bad.as_bytes(), b"31/02/2000"],
+                2,
+            )
+            .is_some_and(|x| x.reply.code() == 0)
+        {
+            self.made.push(bad);
+        }
+        self.register("R4", "bob", "REGISTER of a second user answers 0");
+        self.register("R5", "eve", "REGISTER of a third user answers 0");
+        self.register("R6", "dan", "REGISTER of a fourth user answers 0");
+
+        // SPEC 2.3 and 2.4
+        let inboxes = (Inbox::open(), Inbox::open(), Inbox::open());
+        let (Ok(ana_in), Ok(bob_in), Ok(eve_in)) = inboxes else {
+            self.record(
+                "C0",
+                "the checker opens its listeners",
+                String::new(),
+                "three listeners".into(),
+                Err("cannot listen on this machine".into()),
+                false,
+            );
+            return;
+        };
+        self.expect_code("C1", "CONNECT of an unknown user answers 1", &[b"CONNECT", &ghost, b"4000"], 1);
+        self.expect_code("C2", "CONNECT with a port that is not 1..65535 answers 3", &[b"CONNECT", &d, b"0"], 3);
+        let (pa, pb, pe) = (ana_in.port.to_string(), bob_in.port.to_string(), eve_in.port.to_string());
+        self.expect_code("C3", "CONNECT of a registered user answers 0", &[b"CONNECT", &a, pa.as_bytes()], 0);
+        self.expect_code("C4", "CONNECT of a connected user answers 2", &[b"CONNECT", &a, pa.as_bytes()], 2);
+        self.expect_code("D1", "DISCONNECT of an unknown user answers 1", &[b"DISCONNECT", &ghost], 1);
+        self.expect_code("D2", "DISCONNECT of a user not connected answers 2", &[b"DISCONNECT", &d], 2);
+
+        // SPEC 2.5 and 3: ids per sender, pushes, acknowledgements, pending delivery
+        self.expect_code("S1", "SEND to an unknown recipient answers 1", &[b"SEND", &a, &ghost, b"x"], 1);
+        self.expect_code("S2", "SEND from an unknown sender answers 1", &[b"SEND", &ghost, &a, b"x"], 1);
+        let first = self.expect_code(
+            "S3",
+            "SEND to an offline user answers 0 and the sender's first id, 1",
+            &[b"SEND", &a, &b, b"first"],
+            0,
+        );
+        self.check_id("S3", &first, 1);
+        let second = self.expect_code(
+            "S4",
+            "the sender's next SEND gets id 2",
+            &[b"SEND", &a, &b, b"second, with a\nnewline"],
+            0,
+        );
+        self.check_id("S4", &second, 2);
+        let other = self.expect_code(
+            "S5",
+            "ids are per sender: another sender's first SEND gets id 1",
+            &[b"SEND", &e, &b, b"from eve"],
+            0,
+        );
+        self.check_id("S5", &other, 1);
+        self.expect_code(
+            "P1",
+            "CONNECT of a user with pending messages answers 0",
+            &[b"CONNECT", &b, pb.as_bytes()],
+            0,
+        );
+        let from_ana = |id, body: &str| Push::Message { sender: ana.clone().into(), id, body: body.to_string().into() };
+        self.expect_push(
+            "P2",
+            "pending messages are pushed on CONNECT, oldest first (1)",
+            &bob_in,
+            &from_ana(1, "first"),
+        );
+        self.expect_push(
+            "P3",
+            "... (2), with the newline in the body intact",
+            &bob_in,
+            &from_ana(2, "second, with a\nnewline"),
+        );
+        self.expect_push(
+            "P4",
+            "... (3), from the other sender",
+            &bob_in,
+            &Push::Message { sender: eve.clone().into(), id: 1, body: "from eve".into() },
+        );
+        self.expect_push(
+            "P5",
+            "each delivered message is acknowledged to its connected sender (1)",
+            &ana_in,
+            &Push::Ack { id: 1 },
+        );
+        self.expect_push("P6", "... (2)", &ana_in, &Push::Ack { id: 2 });
+        let third = self.expect_code("P7", "SEND to a connected user answers 0", &[b"SEND", &a, &b, b"live"], 0);
+        self.check_id("P7", &third, 3);
+        self.expect_push("P8", "a message to a connected user is pushed at once", &bob_in, &from_ana(3, "live"));
+        self.expect_push("P9", "and acknowledged to the sender", &ana_in, &Push::Ack { id: 3 });
+        // eve connects (so the server knows her listener), disconnects, then sends.
+        self.expect_code("P10", "CONNECT of the other sender answers 0", &[b"CONNECT", &e, pe.as_bytes()], 0);
+        self.expect_code("P11", "and its DISCONNECT answers 0", &[b"DISCONNECT", &e], 0);
+        let sent = show_fields(&[b"SEND", &e, &b, b"no ack for eve"]);
+        let quiet = self.exchange(&[b"SEND", &e, &b, b"no ack for eve"], true).and_then(|_| {
+            bob_in.next(self.timeout).map(|_| ())?;
+            eve_in.quiet_for(Duration::from_millis(500))
+        });
+        let pass = quiet.is_ok();
+        self.record(
+            "P12",
+            "no acknowledgement goes to a sender that is not connected",
+            sent,
+            "the message pushed, no ack".into(),
+            quiet.map(|_| "no ack".into()),
+            pass,
+        );
+
+        // SPEC 2.6 (other users of a shared server may be listed too; ours must be, in order)
+        let expected_users = format!("0, listing {ana}, {bob} in this order");
+        let sent = show_fields(&[b"CONNECTEDUSERS", &a]);
+        match self.exchange(&[b"CONNECTEDUSERS", &a], true) {
+            Ok(answer) => {
+                let ours: Vec<Vec<u8>> = match &answer.reply {
+                    Reply::ConnectedUsers(cartero::wire::ConnectedUsersReply::Ok { users }) => {
+                        users.iter().filter(|u| u.starts_with(self.prefix.as_bytes())).map(|u| u.to_vec()).collect()
+                    }
+                    _ => vec![],
+                };
+                let pass = ours == [a.clone(), b.clone()] && answer.encoding == Some(self.codes);
+                self.record(
+                    "L1",
+                    "CONNECTEDUSERS lists the connected users, oldest connection first",
+                    sent,
+                    expected_users,
+                    Ok(answer.show()),
+                    pass,
+                );
+            }
+            Err(err) => self.record(
+                "L1",
+                "CONNECTEDUSERS lists the connected users, oldest connection first",
+                sent,
+                expected_users,
+                Err(err),
+                false,
+            ),
+        }
+        self.expect_code("L2", "CONNECTEDUSERS by a user that is not connected answers 1", &[b"CONNECTEDUSERS", &d], 1);
+
+        // SPEC 4
+        self.bad_input();
+        self.expect_code("D3", "DISCONNECT of a connected user answers 0", &[b"DISCONNECT", &b], 0);
+        self.expect_code("U1", "UNREGISTER of an unknown user answers 1", &[b"UNREGISTER", &ghost], 1);
+        self.expect_code("U2", "UNREGISTER of a registered user answers 0", &[b"UNREGISTER", &d], 0);
+        self.made.retain(|u| u.as_bytes() != d.as_slice());
+    }
+
+    fn check_id(&mut self, id: &'static str, answer: &Option<Answer>, want: u32) {
+        use cartero::wire::SendReply;
+        if let Some(Answer { reply: Reply::Send(SendReply::Ok { id: got }), .. }) = answer {
+            if *got != want {
+                if let Some(last) = self.outcomes.iter_mut().rev().find(|o| o.id == id) {
+                    last.pass = false;
+                    last.expected = format!("0, id {want}");
+                    last.got = format!("0, id {got}");
+                }
+            }
+        }
+    }
+
+    /// Bad input must get the operation's error code (or nothing) and leave the server serving.
+    fn bad_input(&mut self) {
+        let serving =
+            |c: &mut Checker| c.exchange(&[b"CONNECTEDUSERS", c.user("dan").as_bytes()], true).map(|a| a.reply.code());
+        let sent = "HELLO \"x\"".to_string();
+        let result = match self.exchange(&[b"HELLO", b"x"], true) {
+            Err(e) if e == "closed without a reply" => serving(self).map(|_| "closed, no reply; still serving".into()),
+            Err(e) => Err(e),
+            Ok(_) => Err("replied".into()),
+        };
+        let pass = result.is_ok();
+        self.record(
+            "B1",
+            "an unknown operation is closed without a reply, and the server keeps serving",
+            sent,
+            "no reply".into(),
+            result,
+            pass,
+        );
+
+        let long = vec![b'x'; 300];
+        self.expect_code(
+            "B2",
+            "a field over 255 bytes gets the operation's error code",
+            &[b"SEND", self.user("ana").as_bytes(), self.user("bob").as_bytes(), &long],
+            2,
+        );
+
+        // A request cut short by the client's close (a SEND without its body; a one-field
+        // REGISTER would be seed 000's short form, which SPEC 9 allows).
+        let (ana, bob) = (self.user("ana"), self.user("bob"));
+        let sent = format!("{} (then the client closes)", show_fields(&[b"SEND", ana.as_bytes(), bob.as_bytes()]));
+        let expected = format!("2 ({})", self.codes);
+        match self.exchange(&[b"SEND", ana.as_bytes(), bob.as_bytes()], true) {
+            Ok(a) => {
+                let pass = a.reply.code() == 2;
+                self.record(
+                    "B3",
+                    "a request cut short gets the operation's error code",
+                    sent,
+                    expected,
+                    Ok(a.show()),
+                    pass,
+                );
+            }
+            Err(e) => {
+                self.record("B3", "a request cut short gets the operation's error code", sent, expected, Err(e), false)
+            }
+        }
+
+        // An empty connection must not hurt the server.
+        let result = TcpStream::connect_timeout(&self.server, self.timeout)
+            .map_err(|e| format!("cannot connect: {e}"))
+            .and_then(|s| {
+                drop(s);
+                std::thread::sleep(Duration::from_millis(200));
+                serving(self).map(|_| "still serving".to_string())
+            });
+        let pass = result.is_ok();
+        self.record(
+            "B4",
+            "an empty connection (connect, then close) leaves the server serving",
+            "(nothing)".into(),
+            "still serving".into(),
+            result,
+            pass,
+        );
+    }
+
+    /// Disconnects and unregisters what this run made (best effort).
+    fn clean_up(&mut self) {
+        for alias in std::mem::take(&mut self.made) {
+            let _ = self.exchange(&[b"DISCONNECT", alias.as_bytes()], true);
+            let _ = self.exchange(&[b"UNREGISTER", alias.as_bytes()], true);
+        }
+    }
+}
+
+/// Finds the server's code encoding and push spelling with two users of its own.
+fn detect(server: SocketAddr, timeout: Duration, prefix: &str) -> Result<(CodeEncoding, PushNames), String> {
+    let probe = Checker {
+        server,
+        timeout,
+        codes: CodeEncoding::Ascii,
+        push_names: PushNames::Spaced,
+        prefix: format!("{prefix}auto_"),
+        outcomes: vec![],
+        made: vec![],
+    };
+    let (x, y) = (probe.user("x"), probe.user("y"));
+    let reg = probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true)?;
+    let codes = reg.encoding.ok_or("no result code")?;
+    probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
+    let inbox = Inbox::open()?;
+    let port = inbox.port.to_string();
+    probe.exchange(&[b"CONNECT", y.as_bytes(), port.as_bytes()], true)?;
+    probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
+    let names = inbox.next(timeout).map(|(_, names, _)| names);
+    for alias in [&x, &y] {
+        let _ = probe.exchange(&[b"DISCONNECT", alias.as_bytes()], true);
+        let _ = probe.exchange(&[b"UNREGISTER", alias.as_bytes()], true);
+    }
+    Ok((codes, names?.ok_or("no push")?))
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let Target::Server(args) = args.target;
+    let server = match args.server.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        _ => {
+            eprintln!("cartero: cannot resolve {:?}; write it as host:port", args.server);
+            return ExitCode::from(2);
+        }
+    };
+    // Random per run (the standard library seeds RandomState randomly).
+    let random = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new().build_hasher().finish()
+    };
+    let prefix = format!("ck{:06x}_", random & 0xff_ffff);
+    let (mut codes, mut push_names) = (args.codes, args.push_names);
+    if args.auto {
+        match detect(server, args.timeout, &prefix) {
+            Ok((c, p)) => {
+                codes = c;
+                push_names = p;
+                if !args.json {
+                    println!("detected: result codes {c}, push names {p}");
+                }
+            }
+            Err(e) => {
+                eprintln!("cartero: cannot detect the server's settings: {e}; checking against --codes {codes} --push-names {push_names}");
+            }
+        }
+    }
+    let mut checker =
+        Checker { server, timeout: args.timeout, codes, push_names, prefix, outcomes: vec![], made: vec![] };
+    checker.run();
+    checker.clean_up();
+    let failed = checker.outcomes.iter().filter(|o| !o.pass).count();
+    let total = checker.outcomes.len();
+    if args.json {
+        let items: Vec<String> = checker
+            .outcomes
+            .iter()
+            .map(|o| {
+                format!(
+                    "{{\"clause\":{},\"title\":{},\"sent\":{},\"expected\":{},\"got\":{},\"pass\":{}}}",
+                    json_string(o.id),
+                    json_string(o.title),
+                    json_string(&o.sent),
+                    json_string(&o.expected),
+                    json_string(&o.got),
+                    o.pass
+                )
+            })
+            .collect();
+        println!(
+            "{{\"server\":{},\"codes\":\"{codes}\",\"push_names\":\"{push_names}\",\"passed\":{},\"failed\":{failed},\"clauses\":[{}]}}",
+            json_string(&server.to_string()),
+            total - failed,
+            items.join(",")
+        );
+    } else {
+        let color = std::io::stdout().is_terminal();
+        for o in &checker.outcomes {
+            let verdict = match (o.pass, color) {
+                (true, true) => "\x1b[32mPASS\x1b[0m",
+                (false, true) => "\x1b[31mFAIL\x1b[0m",
+                (true, false) => "PASS",
+                (false, false) => "FAIL",
+            };
+            println!(
+                "{verdict} {:<4} {} | sent: {} | expected: {} | got: {}",
+                o.id, o.title, o.sent, o.expected, o.got
+            );
+        }
+        println!("check: {} passed, {failed} failed", total - failed);
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,24 @@
+//! How the command-line tools show protocol values to people.
+
+use cartero::wire::{ConnectedUsersReply, Escaped, Reply, SendReply};
+use cartero::Push;
+
+/// A reply as its code and payload: `0`, `0, id 7`, `0, 2 users: ana, bob`.
+pub fn reply(reply: &Reply) -> String {
+    match reply {
+        Reply::Send(SendReply::Ok { id }) => format!("0, id {id}"),
+        Reply::ConnectedUsers(ConnectedUsersReply::Ok { users }) => {
+            let names: Vec<String> = users.iter().map(|u| String::from_utf8_lossy(u).into_owned()).collect();
+            format!("0, {} users: {}", names.len(), names.join(", "))
+        }
+        other => other.code().to_string(),
+    }
+}
+
+/// A push's fields after its name: `"ana" 1 "hola"`, or the id of an acknowledgement.
+pub fn push_fields(push: &Push) -> String {
+    match push {
+        Push::Message { sender, id, body } => format!("{} {id} {}", Escaped(sender), Escaped(body)),
+        Push::Ack { id } => id.to_string(),
+    }
+}

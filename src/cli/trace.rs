@@ -1,0 +1,305 @@
+//! `cartero trace`: a transparent proxy that prints every exchange decoded, flagging what
+//! departs from the protocol (a wrong code encoding, a missing NUL, an over-long field, an
+//! unknown operation). With `--listener-proxy` it also stands between the server and each
+//! client's listener (it rewrites CONNECT's port), so pushes are traced too.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cartero::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Decoder;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port to accept clients on.
+    #[arg(long)]
+    listen: u16,
+    /// Address to accept clients on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// The server to forward to, as host:port.
+    #[arg(long)]
+    to: String,
+    /// Also trace pushes: CONNECT's port is replaced by one of the tracer's, which forwards
+    /// each push to the client's listener.
+    #[arg(long)]
+    listener_proxy: bool,
+    /// The code encoding the server should use (others are flagged).
+    #[arg(long, default_value = "ascii")]
+    codes: CodeEncoding,
+    /// The push spelling the server should use (others are flagged).
+    #[arg(long, default_value = "spaced")]
+    push_names: PushNames,
+    /// Stop after this many client connections (0: never). Useful in scripts and tests.
+    #[arg(long, default_value_t = 0)]
+    max_connections: u64,
+}
+
+struct Tracer {
+    upstream: String,
+    listener_proxy: bool,
+    codes: CodeEncoding,
+    push_names: PushNames,
+    color: bool,
+    next: AtomicU64,
+}
+
+impl Tracer {
+    fn line(&self, text: &str, deviations: &[String]) {
+        let mut out = text.to_string();
+        for d in deviations {
+            if self.color {
+                out.push_str(&format!("  \x1b[1;31m[SPEC: {d}]\x1b[0m"));
+            } else {
+                out.push_str(&format!("  [SPEC: {d}]"));
+            }
+        }
+        println!("{out}");
+    }
+}
+
+fn show_request(r: &Request) -> String {
+    let fields: Vec<String> = r.fields().iter().map(|f| Escaped(f).to_string()).collect();
+    format!("{} {}", r.operation(), fields.join(" "))
+}
+
+/// Reads `from` to its end, writing every byte on to `to`; returns all that passed.
+async fn relay(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match from.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                seen.extend_from_slice(&chunk[..n]);
+                if to.write_all(&chunk[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+    seen
+}
+
+/// Decodes what a server answered to `op`, with the deviations it shows.
+fn judge_reply(tracer: &Tracer, op: Option<Operation>, bytes: &[u8]) -> (String, Vec<String>) {
+    let mut deviations = Vec::new();
+    let Some(op) = op else {
+        return if bytes.is_empty() {
+            ("(no reply)".into(), deviations)
+        } else {
+            deviations.push("a reply to an unknown operation".into());
+            (format!("{}", Escaped(bytes)), deviations)
+        };
+    };
+    if bytes.is_empty() {
+        deviations.push("no reply".into());
+        return ("(no reply)".into(), deviations);
+    }
+    if bytes[0].is_ascii_digit() && bytes.get(1) != Some(&0) {
+        deviations.push("ASCII result code without its NUL".into());
+    }
+    let mut decoder = ReplyDecoder::new(op);
+    let mut buf = BytesMut::from(bytes);
+    match decoder.decode_eof(&mut buf) {
+        Ok(Some(reply)) => {
+            if let Some(enc) = decoder.seen_encoding().filter(|e| *e != tracer.codes) {
+                deviations.push(format!("result code in {enc} encoding, expected {}", tracer.codes));
+            }
+            if !buf.is_empty() {
+                deviations.push(format!("{} extra bytes after the reply", buf.len()));
+            }
+            (super::show::reply(&reply), deviations)
+        }
+        Ok(None) => ("(no reply)".into(), vec!["no reply".into()]),
+        Err(e) => {
+            deviations.push(e.to_string());
+            (format!("{}", Escaped(bytes)), deviations)
+        }
+    }
+}
+
+async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAddr) {
+    let n = tracer.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let server = match TcpStream::connect(tracer.upstream.as_str()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracer.line(&format!("#{n} {peer}: cannot reach the server {}: {e}", tracer.upstream), &[]);
+            return;
+        }
+    };
+    let (client_rd, client_wr) = client.into_split();
+    let (server_rd, mut server_wr) = server.into_split();
+    let back = tokio::spawn(relay(server_rd, client_wr));
+
+    // Client to server, decoding as it goes; a CONNECT is held back to rewrite its port.
+    let mut client_rd = client_rd;
+    let mut decoder = RequestDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut request: Option<Request> = None;
+    let mut deviations = Vec::new();
+    let mut held = Vec::new();
+    let mut rewritten = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match client_rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if request.is_none() && deviations.is_empty() {
+            match decoder.decode(&mut buf) {
+                Ok(Some(r)) => request = Some(r),
+                Ok(None) => {}
+                Err(e) => deviations.push(e.to_string()),
+            }
+        }
+        let holding = tracer.listener_proxy && decoder.operation() == Some(Operation::Connect) && request.is_none();
+        if holding {
+            held.extend_from_slice(&chunk[..n]);
+            continue;
+        }
+        if let (true, false, Some(Request::Connect { alias, port })) = (tracer.listener_proxy, rewritten, &request) {
+            // Nothing of this CONNECT has been forwarded yet: send it with our port instead.
+            rewritten = true;
+            let ours = proxy_listener(tracer.clone(), peer.ip(), alias.clone(), port.clone()).await;
+            let mut out = BytesMut::new();
+            let _ = Request::Connect { alias: alias.clone(), port: ours }.encode(&mut out);
+            held.clear();
+            out.extend_from_slice(&buf); // anything after the request
+            if server_wr.write_all(&out).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if server_wr.write_all(&chunk[..n]).await.is_err() {
+            break;
+        }
+    }
+    if request.is_none() && deviations.is_empty() {
+        match decoder.decode_eof(&mut buf) {
+            Ok(Some(r)) => request = Some(r),
+            Ok(None) => {}
+            Err(e) => deviations.push(e.to_string()),
+        }
+    }
+    if !held.is_empty() {
+        let _ = server_wr.write_all(&held).await;
+    }
+    let _ = server_wr.shutdown().await;
+    let reply_bytes = back.await.unwrap_or_default();
+    let op = request.as_ref().map(Request::operation).or(decoder.operation());
+    let (reply, reply_deviations) = judge_reply(&tracer, op, &reply_bytes);
+    deviations.extend(reply_deviations);
+    let shown = request.as_ref().map_or_else(|| "(incomplete request)".to_string(), show_request);
+    tracer.line(&format!("#{n} {peer} {shown} => {reply}"), &deviations);
+}
+
+/// Opens a listener that forwards each push to the client's real listener at
+/// `client_ip:port`, tracing it; returns the port to give the server instead.
+async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, port: Bytes) -> Bytes {
+    let real = std::str::from_utf8(&port).ok().and_then(|p| p.parse::<u16>().ok());
+    let (Some(real), Ok(listener)) = (real, TcpListener::bind((IpAddr::from([0, 0, 0, 0]), 0)).await) else {
+        return port; // not a port we can stand in for: pass it through untouched
+    };
+    let Ok(local) = listener.local_addr() else { return port };
+    tracer.line(
+        &format!("   listener of {} at {client_ip}:{real} is traced through port {}", Escaped(&alias), local.port()),
+        &[],
+    );
+    tokio::spawn(async move {
+        while let Ok((push_in, _)) = listener.accept().await {
+            let tracer = tracer.clone();
+            let alias = alias.clone();
+            tokio::spawn(async move {
+                let target = SocketAddr::new(client_ip, real);
+                let Ok(Ok(push_out)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target)).await
+                else {
+                    tracer.line(&format!("   push to {}: cannot reach its listener at {target}", Escaped(&alias)), &[]);
+                    return;
+                };
+                let (in_rd, in_wr) = push_in.into_split();
+                let (out_rd, out_wr) = push_out.into_split();
+                let back = tokio::spawn(relay(out_rd, in_wr));
+                let bytes = relay(in_rd, out_wr).await;
+                let _ = back.await;
+                let mut decoder = PushDecoder::new();
+                let mut buf = BytesMut::from(&bytes[..]);
+                let mut deviations = Vec::new();
+                let shown = match decoder.decode_eof(&mut buf) {
+                    Ok(Some(push)) => {
+                        if let Some(names) = decoder.seen_names().filter(|n| *n != tracer.push_names) {
+                            deviations.push(format!("push spelled {names}, expected {}", tracer.push_names));
+                        }
+                        format!(
+                            "{} {}",
+                            push.name(decoder.seen_names().unwrap_or(tracer.push_names)),
+                            super::show::push_fields(&push)
+                        )
+                    }
+                    Ok(None) => "(empty push connection)".into(),
+                    Err(e) => {
+                        deviations.push(e.to_string());
+                        Escaped(&bytes).to_string()
+                    }
+                };
+                tracer.line(&format!("   push to {}: {shown}", Escaped(&alias)), &deviations);
+            });
+        }
+    });
+    Bytes::from(local.port().to_string())
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cartero: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind((args.bind, args.listen)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cartero: cannot listen on {}:{}: {e}", args.bind, args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        println!("tracing {local} -> {} (expecting {} codes, {} push names)", args.to, args.codes, args.push_names);
+        let tracer = Arc::new(Tracer {
+            upstream: args.to,
+            listener_proxy: args.listener_proxy,
+            codes: args.codes,
+            push_names: args.push_names,
+            color: std::io::stdout().is_terminal(),
+            next: AtomicU64::new(0),
+        });
+        let mut tasks = Vec::new();
+        let mut accepted = 0;
+        loop {
+            let (client, peer) = tokio::select! {
+                r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
+                _ = tokio::signal::ctrl_c() => break,
+            };
+            tasks.push(tokio::spawn(trace_connection(tracer.clone(), client, peer)));
+            accepted += 1;
+            if args.max_connections > 0 && accepted >= args.max_connections {
+                break;
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,348 @@
+//! `cartero check` against `cartero serve` in every wire setting, and against deliberately
+//! broken servers (a small fake here, with one fault each): it names the failed clause and
+//! finishes in bounded time. Also `cartero trace` in front of a server.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use cartero::engine::{is_valid_birth_date, parse_port};
+use cartero::wire::{Push, PushNames, Reply, Request, RequestDecoder};
+use cartero::WireSettings;
+use common::{serve, BIN};
+use tokio_util::codec::Decoder;
+
+/// Runs `cartero check server` and returns its exit code, its lines and how long it took.
+fn check(port: u16, extra: &[&str]) -> (i32, Vec<String>, Duration) {
+    let started = Instant::now();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["check", "server", addr.as_str()];
+    args.extend_from_slice(extra);
+    let out = Command::new(BIN).args(&args).output().expect("cartero check runs");
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    (out.status.code().unwrap_or(-1), lines, started.elapsed())
+}
+
+fn failed(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with("FAIL"))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn the_checker_passes_cartero_serve_in_every_wire_setting() {
+    for (codes, names) in [("ascii", "spaced"), ("ascii", "underscored"), ("raw", "spaced"), ("raw", "underscored")] {
+        let (_server, port) = serve(&["--codes", codes, "--push-names", names]);
+        let (code, lines, _) = check(port, &["--codes", codes, "--push-names", names]);
+        assert_eq!(code, 0, "{lines:#?}");
+        let summary = lines.last().unwrap();
+        assert!(summary.starts_with("check: ") && summary.ends_with(" passed, 0 failed"), "{summary}");
+        let (code, lines, _) = check(port, &["--auto"]);
+        assert_eq!(code, 0, "{lines:#?}");
+        assert_eq!(lines[0], format!("detected: result codes {codes}, push names {names}"));
+    }
+}
+
+#[test]
+fn a_raw_code_where_ascii_is_expected_fails_with_the_cause_and_json_says_so() {
+    let (_server, port) = serve(&["--codes", "raw"]);
+    let (code, lines, _) = check(port, &[]);
+    assert_eq!(code, 1);
+    let r1 = lines.iter().find(|l| l.starts_with("FAIL R1")).expect("R1 fails");
+    assert!(r1.contains("result code in raw encoding, not ascii"), "{r1}");
+    let (code, json, _) = check(port, &["--json"]);
+    assert_eq!(code, 1);
+    assert_eq!(json.len(), 1);
+    assert!(json[0].starts_with("{\"server\":\"127.0.0.1:") && json[0].contains("\"clause\":\"R1\""), "{}", json[0]);
+    assert!(json[0].contains("\"passed\":") && !json[0].contains("\"failed\":0"), "{}", json[0]);
+}
+
+// --------------------------------------------------------------------- a server with faults
+
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    ids_per_recipient: bool,
+    no_ack: bool,
+    crash_on_empty_connection: bool,
+    never_answer: bool,
+}
+
+#[derive(Default)]
+struct User {
+    listener: Option<SocketAddr>,
+    last_id: u32,
+    pending: VecDeque<(Vec<u8>, u32, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<Vec<u8>, User>,
+    connected: Vec<Vec<u8>>,
+}
+
+fn push_to(addr: SocketAddr, push: &Push) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let ok = push.to_bytes(PushNames::Spaced).map(|b| s.write_all(&b).is_ok()).unwrap_or(false);
+    let _ = s.shutdown(Shutdown::Write);
+    ok && s.read_to_end(&mut Vec::new()).is_ok()
+}
+
+/// Pushes what `to` has pending, oldest first, with acknowledgements unless faulty.
+fn deliver(state: &Mutex<State>, to: &[u8], faults: Faults) {
+    loop {
+        let (addr, next) = {
+            let mut st = state.lock().unwrap();
+            let Some(user) = st.users.get_mut(to) else { return };
+            let Some(addr) = user.listener else { return };
+            let Some(next) = user.pending.pop_front() else { return };
+            (addr, next)
+        };
+        let (sender, id, body) = next;
+        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }) {
+            return;
+        }
+        let ack_to = state.lock().unwrap().users.get(&sender).and_then(|u| u.listener);
+        if let (Some(addr), false) = (ack_to, faults.no_ack) {
+            push_to(addr, &Push::Ack { id });
+        }
+    }
+}
+
+fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults) -> (Reply, Option<Vec<u8>>) {
+    use cartero::wire::{
+        ConnectReply as C, ConnectedUsersReply as L, DisconnectReply as D, RegisterReply as R, SendReply as S,
+        UnregisterReply as U,
+    };
+    let mut st = state.lock().unwrap();
+    match request {
+        Request::Register { alias, birth_date, .. } => {
+            if st.users.contains_key(&alias[..]) {
+                return (Reply::Register(R::AliasInUse), None);
+            }
+            if birth_date.as_ref().is_some_and(|d| !is_valid_birth_date(d)) {
+                return (Reply::Register(R::Error), None);
+            }
+            st.users.insert(alias.to_vec(), User::default());
+            (Reply::Register(R::Ok), None)
+        }
+        Request::Unregister { alias } => match st.users.remove(&alias[..]) {
+            Some(_) => {
+                st.connected.retain(|a| a[..] != alias[..]);
+                (Reply::Unregister(U::Ok), None)
+            }
+            None => (Reply::Unregister(U::NoSuchUser), None),
+        },
+        Request::Connect { alias, port } => match (st.users.get_mut(&alias[..]), parse_port(port)) {
+            (None, _) => (Reply::Connect(C::NoSuchUser), None),
+            (Some(u), _) if u.listener.is_some() => (Reply::Connect(C::AlreadyConnected), None),
+            (Some(_), None) => (Reply::Connect(C::Error), None),
+            (Some(u), Some(port)) => {
+                u.listener = Some(SocketAddr::new(peer, port));
+                st.connected.push(alias.to_vec());
+                (Reply::Connect(C::Ok), Some(alias.to_vec()))
+            }
+        },
+        Request::Disconnect { alias } => match st.users.get_mut(&alias[..]) {
+            None => (Reply::Disconnect(D::NoSuchUser), None),
+            Some(u) if u.listener.is_none() => (Reply::Disconnect(D::NotConnected), None),
+            Some(u) => {
+                u.listener = None;
+                st.connected.retain(|a| a[..] != alias[..]);
+                (Reply::Disconnect(D::Ok), None)
+            }
+        },
+        Request::Send { sender, recipient, body } => {
+            if !st.users.contains_key(&sender[..]) || !st.users.contains_key(&recipient[..]) {
+                return (Reply::Send(S::NoSuchUser), None);
+            }
+            // The fault: count per recipient instead of per sender.
+            let counter = if faults.ids_per_recipient { &recipient[..] } else { &sender[..] };
+            let id = {
+                let u = st.users.get_mut(counter).unwrap();
+                u.last_id += 1;
+                u.last_id
+            };
+            st.users.get_mut(&recipient[..]).unwrap().pending.push_back((sender.to_vec(), id, body.to_vec()));
+            (Reply::Send(S::Ok { id }), Some(recipient.to_vec()))
+        }
+        Request::ConnectedUsers { alias } => match alias.as_ref().map(|a| st.users.get(&a[..])) {
+            Some(None) => (Reply::ConnectedUsers(L::Error), None),
+            Some(Some(u)) if u.listener.is_none() => (Reply::ConnectedUsers(L::NotConnected), None),
+            _ => {
+                (Reply::ConnectedUsers(L::Ok { users: st.connected.iter().map(|a| a.clone().into()).collect() }), None)
+            }
+        },
+    }
+}
+
+/// Starts the fake server; it stops by itself after a while.
+fn fake_server(faults: Faults) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let state = Arc::new(Mutex::new(State::default()));
+    let crashed = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < until && !crashed.load(Ordering::Relaxed) {
+            let Ok((mut stream, peer)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let (state, crashed) = (state.clone(), crashed.clone());
+            std::thread::spawn(move || {
+                stream.set_nonblocking(false).unwrap();
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+                let mut bytes = Vec::new();
+                let _ = (&mut stream).take(8192).read_to_end(&mut bytes);
+                if bytes.is_empty() && faults.crash_on_empty_connection {
+                    crashed.store(true, Ordering::Relaxed); // the "crash": it stops accepting
+                    return;
+                }
+                if faults.never_answer {
+                    std::thread::sleep(Duration::from_secs(10));
+                    return;
+                }
+                let mut buf = BytesMut::from(&bytes[..]);
+                let mut decoder = RequestDecoder::new();
+                let (reply, then_deliver) = match decoder.decode_eof(&mut buf) {
+                    Ok(Some(request)) => answer(&state, peer.ip(), &request, faults),
+                    _ => match decoder.operation() {
+                        Some(op) => (Reply::failure(op), None),
+                        None => return,
+                    },
+                };
+                let mut out = BytesMut::new();
+                reply.encode(WireSettings::default().codes, &mut out);
+                let _ = stream.write_all(&out);
+                drop(stream);
+                if let Some(to) = then_deliver {
+                    deliver(&state, &to, faults);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_faithful_fake_passes_so_the_faults_below_are_what_fails() {
+    let port = fake_server(Faults::default());
+    let (code, lines, _) = check(port, &[]);
+    assert_eq!(failed(&lines), Vec::<String>::new(), "{lines:#?}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn ids_per_recipient_fail_the_per_sender_clause() {
+    let port = fake_server(Faults { ids_per_recipient: true, ..Faults::default() });
+    let (code, lines, _) = check(port, &[]);
+    assert_eq!(code, 1);
+    let failed = failed(&lines);
+    assert!(failed.contains(&"S5".to_string()), "{lines:#?}");
+    let s5 = lines.iter().find(|l| l.starts_with("FAIL S5")).unwrap();
+    assert!(s5.contains("expected: 0, id 1") && s5.contains("got: 0, id 3"), "{s5}");
+}
+
+#[test]
+fn a_server_without_acknowledgements_fails_the_ack_clauses() {
+    let port = fake_server(Faults { no_ack: true, ..Faults::default() });
+    let (code, lines, elapsed) = check(port, &["--timeout", "1s"]);
+    assert_eq!(code, 1);
+    let failed = failed(&lines);
+    for clause in ["P5", "P6", "P9"] {
+        assert!(failed.contains(&clause.to_string()), "{clause}: {lines:#?}");
+    }
+    assert!(!failed.contains(&"P2".to_string()), "messages still arrive: {lines:#?}");
+    assert!(elapsed < Duration::from_secs(60));
+}
+
+#[test]
+fn a_server_that_crashes_on_an_empty_connection_fails_b4_and_the_checker_finishes() {
+    let port = fake_server(Faults { crash_on_empty_connection: true, ..Faults::default() });
+    let (code, lines, elapsed) = check(port, &["--timeout", "1s"]);
+    assert_eq!(code, 1);
+    let b4 = lines.iter().find(|l| l.contains(" B4 ")).expect("B4 reported");
+    assert!(b4.starts_with("FAIL") && b4.contains("cannot connect"), "{b4}");
+    assert!(elapsed < Duration::from_secs(60));
+}
+
+#[test]
+fn a_server_that_never_answers_fails_every_clause_in_bounded_time() {
+    let port = fake_server(Faults { never_answer: true, ..Faults::default() });
+    let (code, lines, elapsed) = check(port, &["--timeout", "300ms"]);
+    assert_eq!(code, 1);
+    let summary = lines.last().unwrap();
+    assert!(summary.starts_with("check: 0 passed"), "{summary}");
+    assert!(
+        lines.iter().filter(|l| l.starts_with("FAIL")).all(|l| l.contains("ERROR:") || l.contains("got:")),
+        "{lines:#?}"
+    );
+    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+}
+
+#[test]
+fn trace_shows_each_exchange_and_flags_deviations() {
+    let (_server, port) = serve(&["--codes", "raw", "--push-names", "underscored"]);
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let to = format!("127.0.0.1:{port}");
+    let listen_s = listen.to_string();
+    let mut trace = common::Proc::start(&[
+        "trace",
+        "--listen",
+        &listen_s,
+        "--to",
+        &to,
+        "--listener-proxy",
+        "--max-connections",
+        "5",
+    ]);
+    let first = trace.line();
+    assert!(first.starts_with("tracing 127.0.0.1:"), "{first}");
+    let c = cartero::client::blocking::Client::new("127.0.0.1", listen).with_timeout(Duration::from_secs(5));
+    c.register("Ana", "ana", "01/01/2000").unwrap();
+    let ana = cartero::client::blocking::Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    c.connect("ana", ana.port()).unwrap();
+    c.send("ana", "ana", "hola").unwrap();
+    assert!(matches!(ana.recv_timeout(Duration::from_secs(5)), Ok(Push::Message { .. })), "pushes pass through");
+    // An unknown operation and a request with no end.
+    let mut raw = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+    raw.write_all(b"HELLO\0").unwrap();
+    raw.shutdown(Shutdown::Write).unwrap();
+    let _ = raw.read_to_end(&mut Vec::new());
+    let mut raw = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+    raw.write_all(b"UNREGISTER\0ana").unwrap();
+    raw.shutdown(Shutdown::Write).unwrap();
+    let _ = raw.read_to_end(&mut Vec::new());
+    let (code, rest, _) = trace.finish();
+    assert_eq!(code, 0);
+    let all = rest.join("\n");
+    assert!(
+        all.contains(
+            "REGISTER \"Ana\" \"ana\" \"01/01/2000\" => 0  [SPEC: result code in raw encoding, expected ascii]"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("SEND \"ana\" \"ana\" \"hola\" => 0, id 1"), "{all}");
+    assert!(
+        all.contains(
+            "push to \"ana\": SEND_MESSAGE \"ana\" 1 \"hola\"  [SPEC: push spelled underscored, expected spaced]"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("[SPEC: unknown operation \"HELLO\"]"), "{all}");
+    assert!(
+        all.contains("(incomplete request) => 2  [SPEC: connection ended before the message was complete]"),
+        "{all}"
+    );
+}
