@@ -4,7 +4,7 @@
 # suite against both servers, a test-mode pass over every benchmark, the Python module and
 # examples with pytest (in a virtual environment of its own, under target/py), and a bounded
 # fuzzing run of the request parser. It installs what it needs (cbindgen, cargo-fuzz,
-# maturin, pytest, Xvfb) by itself.
+# maturin, pytest, zeep, Xvfb) by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CBINDGEN_VERSION=0.29.2
@@ -40,7 +40,7 @@ if ! command -v Xvfb >/dev/null; then
 fi
 venv=target/py
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep
 VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" maturin develop -q --locked -m bindings/python/Cargo.toml
 "$venv/bin/python" -m pytest -q bindings/python/tests
 

@@ -10,6 +10,7 @@
 //! - [`server`]: state <-> sockets, the tokio server that drives the engine.
 //! - [`client`]: async and blocking clients and listeners.
 //! - [`ffi`]: the C ABI of `include/cartero.h`.
+//! - [`webservice`]: the white-space normalizer of part 2 (SOAP and JSON), and its client.
 //!
 //! The protocol itself is described in `SPEC.md` of the project; the README shows the
 //! layers at work.
@@ -21,6 +22,7 @@ pub mod ffi;
 pub mod harness;
 pub mod server;
 pub mod store;
+pub mod webservice;
 pub mod wire;
 
 pub use codec::{Codec, CodecError, MAX_FIELD_LEN};

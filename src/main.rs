@@ -15,5 +15,6 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) => cli::bench::run(a),
         cli::Command::Check(a) => cli::check::run(a),
         cli::Command::Trace(a) => cli::trace::run(a),
+        cli::Command::Webservice(a) => cli::webservice::run(a),
     }
 }

@@ -5,7 +5,8 @@
 
 Same commands and output lines as `cartero client`: REGISTER <alias> [<DD/MM/YYYY> [<full
 name>]], UNREGISTER <alias>, CONNECT <alias>, DISCONNECT <alias>, SEND <alias> <message>,
-CONNECTEDUSERS, QUIT. Causes of failures go to standard error.
+CONNECTEDUSERS, QUIT. Causes of failures go to standard error. With --normalizer <url>, every
+message goes through the web service of part 2 before SEND.
 """
 
 import argparse
@@ -30,8 +31,8 @@ class Session:
     """One user's session with a server; each command returns the line SPEC 6 prints.
     Pushes go to `printer` from the listener's thread."""
 
-    def __init__(self, host, port, printer):
-        self.client = cartero.Client(host, port)
+    def __init__(self, host, port, printer, normalizer=None):
+        self.client = cartero.Client(host, port, normalizer=normalizer)
         self.printer = printer
         self.user = None  # the alias last registered or connected: SEND's sender
         self.connected = None
@@ -181,6 +182,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-s", "--server", required=True, help="the server: a name or a dotted address")
     parser.add_argument("-p", "--port", required=True, type=int, help="the server's port")
+    parser.add_argument("--normalizer", help="the web service every message goes through, e.g. http://127.0.0.1:8000")
     args = parser.parse_args(argv)
     lock = threading.Lock()
 
@@ -188,7 +190,7 @@ def main(argv=None):
         with lock:
             print(text, flush=True)
 
-    session = Session(args.server, args.port, printer)
+    session = Session(args.server, args.port, printer, args.normalizer)
     interactive = sys.stdin.isatty()
     try:
         while True:

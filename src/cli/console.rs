@@ -31,6 +31,9 @@ pub struct Args {
     /// Time one request may take.
     #[arg(long, default_value = "5s", value_parser = super::duration)]
     timeout: Duration,
+    /// The web service (e.g. http://127.0.0.1:8000) every message goes through before SEND.
+    #[arg(long)]
+    normalizer: Option<String>,
 }
 
 /// Prints whole blocks of lines, from the command loop and from the listener alike.
@@ -66,6 +69,8 @@ impl Connection {
 
 struct Console {
     client: Client,
+    normalizer: Option<String>,
+    timeout: Duration,
     printer: Printer,
     /// The alias last registered or connected: the sender of SEND.
     user: Option<String>,
@@ -247,6 +252,21 @@ impl Console {
             self.out("s> SEND FAIL");
             return;
         };
+        let normalized;
+        let body = match &self.normalizer {
+            None => body,
+            Some(url) => match cartero::webservice::normalize_remote(url, body, self.timeout) {
+                Ok(text) => {
+                    normalized = text;
+                    normalized.as_str()
+                }
+                Err(e) => {
+                    eprintln!("cartero: {e}; the message was not sent");
+                    self.out("s> SEND FAIL");
+                    return;
+                }
+            },
+        };
         if body.len() > MAX_FIELD_LEN {
             eprintln!("cartero: the message has {} bytes; at most {MAX_FIELD_LEN} fit", body.len());
             self.out("s> SEND FAIL");
@@ -303,10 +323,12 @@ fn usage(command: &str) -> &'static str {
 
 pub fn run(args: Args) -> ExitCode {
     let client = Client::new(args.server, args.port).with_timeout(args.timeout);
+    let (normalizer, timeout) = (args.normalizer, args.timeout);
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        interactive(client)
+        interactive(client, normalizer, timeout)
     } else {
-        let mut console = Console { client, printer: stdout_printer(), user: None, connection: None };
+        let mut console =
+            Console { client, normalizer, timeout, printer: stdout_printer(), user: None, connection: None };
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
             if !console.command(&line) {
@@ -318,7 +340,7 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn interactive(client: Client) -> ExitCode {
+fn interactive(client: Client, normalizer: Option<String>, timeout: Duration) -> ExitCode {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(e) => e,
         Err(e) => {
@@ -333,7 +355,7 @@ fn interactive(client: Client) -> ExitCode {
         })),
         Err(_) => stdout_printer(),
     };
-    let mut console = Console { client, printer, user: None, connection: None };
+    let mut console = Console { client, normalizer, timeout, printer, user: None, connection: None };
     loop {
         match editor.readline("c> ") {
             Ok(line) => {

@@ -6,6 +6,7 @@ pub mod console;
 pub mod serve;
 pub mod show;
 pub mod trace;
+pub mod webservice;
 
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Check(check::Args),
     /// A transparent proxy that prints each exchange decoded and flags deviations.
     Trace(trace::Args),
+    /// The web service of part 2: collapses white space (SOAP and JSON).
+    Webservice(webservice::Args),
 }
 
 /// Diagnostics go to standard error; standard output is kept for the protocol's console.

@@ -91,6 +91,9 @@ fn text(b: &[u8]) -> String {
 struct Client {
     inner: blocking::Client,
     server: String,
+    /// The web service every body goes through before SEND, if any.
+    normalizer: Option<String>,
+    timeout: Duration,
 }
 
 impl Client {
@@ -105,12 +108,15 @@ impl Client {
 impl Client {
     /// `codes` is accepted for symmetry with the server; replies in either encoding are
     /// understood whatever it says.
+    /// With `normalizer` (the web service's URL, e.g. "http://127.0.0.1:8000"), every body
+    /// goes through it before SEND.
     #[new]
-    #[pyo3(signature = (host, port, *, codes="ascii", timeout=5.0))]
-    fn new(host: String, port: u16, codes: &str, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (host, port, *, codes="ascii", timeout=5.0, normalizer=None))]
+    fn new(host: String, port: u16, codes: &str, timeout: f64, normalizer: Option<String>) -> PyResult<Self> {
         self::codes(codes)?;
-        let inner = blocking::Client::new(host.clone(), port).with_timeout(seconds(timeout, "timeout")?);
-        Ok(Client { inner, server: format!("{host}:{port}") })
+        let timeout = seconds(timeout, "timeout")?;
+        let inner = blocking::Client::new(host.clone(), port).with_timeout(timeout);
+        Ok(Client { inner, server: format!("{host}:{port}"), normalizer, timeout })
     }
 
     fn __repr__(&self) -> String {
@@ -206,9 +212,21 @@ impl Client {
         })
     }
 
-    /// SEND a message; returns its id. Raises UserNotFound, ServerError, InvalidField.
+    /// SEND a message; returns its id. Raises UserNotFound, ServerError, InvalidField, and
+    /// ConnectionFailed (nothing sent) if the normalizer cannot be reached.
     fn send(&self, py: Python<'_>, sender: &str, recipient: &str, body: &str) -> PyResult<u32> {
         guarded(py, || {
+            let normalized;
+            let body = match &self.normalizer {
+                None => body,
+                Some(url) => {
+                    let (url, text, timeout) = (url.clone(), body.to_string(), self.timeout);
+                    normalized = py
+                        .detach(move || cartero::webservice::normalize_remote(&url, &text, timeout))
+                        .map_err(|e| error(py, "ConnectionFailed", format!("{e}; the message was not sent")))?;
+                    normalized.as_str()
+                }
+            };
             let request = Request::Send {
                 sender: Bytes::copy_from_slice(sender.as_bytes()),
                 recipient: Bytes::copy_from_slice(recipient.as_bytes()),
@@ -772,6 +790,53 @@ fn serve(
     })
 }
 
+/// Starts the web service of part 2 (SOAP with its WSDL at /?wsdl, JSON at /normalize) in
+/// the background; returns a handle with `.port` and `.stop()`.
+#[pyfunction]
+#[pyo3(signature = (port=0, *, host="127.0.0.1"))]
+fn serve_webservice(py: Python<'_>, port: u16, host: &str) -> PyResult<Server> {
+    guarded(py, || {
+        let ip: IpAddr = host.parse().map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("cartero-webservice".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the runtime: {e}")));
+                        return;
+                    }
+                };
+                let ready = ready_tx.clone();
+                let served = runtime.block_on(cartero::webservice::serve(
+                    SocketAddr::new(ip, port),
+                    move |at| {
+                        let _ = ready.send(Ok(at));
+                    },
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                ));
+                if let Err(e) = served {
+                    let _ = ready_tx.send(Err(format!("cannot serve on {ip}:{port}: {e}")));
+                }
+            })
+            .map_err(|e| error(py, "Error", format!("cannot start the web service thread: {e}")))?;
+        match py.detach(move || ready_rx.recv()) {
+            Ok(Ok(addr)) => Ok(Server {
+                port: addr.port(),
+                host: addr.ip().to_string(),
+                stop: Mutex::new(Some(stop_tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => Err(error(py, "Error", e)),
+            Err(_) => Err(error(py, "Error", "the web service thread ended before it was ready")),
+        }
+    })
+}
+
 /// Panics inside the library, to test that a panic surfaces as `cartero.Error`.
 #[pyfunction]
 fn _panic_for_tests(py: Python<'_>) -> PyResult<()> {
@@ -790,6 +855,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Server>()?;
     m.add_function(wrap_pyfunction!(encode_fields, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(serve_webservice, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

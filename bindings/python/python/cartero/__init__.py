@@ -32,6 +32,7 @@ from ._native import (
     __version__,
     encode_fields,
     serve,
+    serve_webservice,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "__version__",
     "encode_fields",
     "serve",
+    "serve_webservice",
 ]
