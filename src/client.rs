@@ -73,10 +73,21 @@ fn finish_reply(decoder: &mut ReplyDecoder, buf: &mut BytesMut, eof: bool) -> Re
     }
 }
 
-/// Generates the typed operation methods of a client from its `request` method; `$($await)*`
-/// is `.await` for the async client and nothing for the blocking one.
+/// Generates a client's constructors and typed operation methods from its `request` method;
+/// `$($await)*` is `.await` for the async client and nothing for the blocking one.
 macro_rules! operations {
     ($($async_:ident)? ; $($await_:tt)*) => {
+        /// A client of the server at `host` (a name or an address) and `port`; each request
+        /// may take [`DEFAULT_TIMEOUT`] at most.
+        pub fn new(host: impl Into<String>, port: u16) -> Self {
+            Client { target: Target::new(host.into(), port) }
+        }
+
+        pub fn with_timeout(mut self, timeout: Duration) -> Self {
+            self.target.timeout = timeout;
+            self
+        }
+
         /// REGISTER (SPEC 2.1). `birth_date` as `DD/MM/YYYY`.
         pub $($async_)? fn register(&self, full_name: impl AsRef<[u8]>, alias: impl AsRef<[u8]>, birth_date: impl AsRef<[u8]>) -> Result<RegisterReply, ClientError> {
             let request = Request::Register { full_name: bytes(full_name), alias: bytes(alias), birth_date: Some(bytes(birth_date)) };
@@ -137,17 +148,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `host` (a name or an address) and `port`; each request may
-    /// take [`DEFAULT_TIMEOUT`] at most.
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Client { target: Target::new(host.into(), port) }
-    }
-
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.target.timeout = timeout;
-        self
-    }
-
     /// Sends one request on its own connection and returns the server's reply.
     pub async fn request(&self, request: &Request) -> Result<Reply, ClientError> {
         let out = encode(request)?;
@@ -297,17 +297,6 @@ pub mod blocking {
     }
 
     impl Client {
-        /// A client of the server at `host` (a name or an address) and `port`; each request
-        /// may take [`DEFAULT_TIMEOUT`] at most.
-        pub fn new(host: impl Into<String>, port: u16) -> Self {
-            Client { target: Target::new(host.into(), port) }
-        }
-
-        pub fn with_timeout(mut self, timeout: Duration) -> Self {
-            self.target.timeout = timeout;
-            self
-        }
-
         /// Sends one request on its own connection and returns the server's reply.
         pub fn request(&self, request: &Request) -> Result<Reply, ClientError> {
             let out = encode(request)?;

@@ -97,12 +97,9 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("cartero: bench needs at least 2 users, 1 message and a concurrency of 1 or more");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cartero: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let mut failed = false;
     println!(

@@ -56,6 +56,14 @@ pub fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The tokio runtime every async subcommand runs on, or the exit code after saying why not.
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("cartero: cannot start the runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// Parses durations such as `5s`, `100ms` or `1m 30s`.
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 5s or 100ms)"))

@@ -85,12 +85,9 @@ pub fn run(args: Args) -> ExitCode {
         max_deliveries: args.max_deliveries,
         console: true,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cartero: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let server = match Server::bind(config.clone()).await {

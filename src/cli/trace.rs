@@ -259,12 +259,9 @@ async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, po
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cartero: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listener = match TcpListener::bind((args.bind, args.listen)).await {
@@ -284,22 +281,22 @@ pub fn run(args: Args) -> ExitCode {
             color: std::io::stdout().is_terminal(),
             next: AtomicU64::new(0),
         });
-        let mut tasks = Vec::new();
+        // Tracks the connections in flight without keeping the finished ones.
+        let tasks = tokio_util::task::TaskTracker::new();
         let mut accepted = 0;
         loop {
             let (client, peer) = tokio::select! {
                 r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
                 _ = tokio::signal::ctrl_c() => break,
             };
-            tasks.push(tokio::spawn(trace_connection(tracer.clone(), client, peer)));
+            tasks.spawn(trace_connection(tracer.clone(), client, peer));
             accepted += 1;
             if args.max_connections > 0 && accepted >= args.max_connections {
                 break;
             }
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        tasks.close();
+        tasks.wait().await;
         ExitCode::SUCCESS
     })
 }

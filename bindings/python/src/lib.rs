@@ -747,47 +747,60 @@ fn serve(
             console,
             ..ServerConfig::default()
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("cartero-server".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the runtime: {e}")));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match RustServer::bind(config).await {
-                        Ok(server) => {
-                            let _ = ready_tx.send(server.local_addr().map_err(|e| e.to_string()));
-                            let _ = server
-                                .run(async move {
-                                    let _ = stop_rx.await;
-                                })
-                                .await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.to_string()));
-                        }
-                    }
-                });
-            })
-            .map_err(|e| error(py, "Error", format!("cannot start the server thread: {e}")))?;
-        let ready = py.detach(move || ready_rx.recv());
-        match ready {
-            Ok(Ok(addr)) => Ok(Server {
-                port: addr.port(),
-                host: addr.ip().to_string(),
-                stop: Mutex::new(Some(stop_tx)),
-                thread: Mutex::new(Some(thread)),
-            }),
-            Ok(Err(e)) => Err(error(py, "Error", e)),
-            Err(_) => Err(error(py, "Error", "the server thread ended before it was ready")),
-        }
+        in_background(py, "cartero-server", move |ready, stop| async move {
+            match RustServer::bind(config).await {
+                Ok(server) => {
+                    ready(server.local_addr().map_err(|e| e.to_string()));
+                    let _ = server
+                        .run(async move {
+                            let _ = stop.await;
+                        })
+                        .await;
+                }
+                Err(e) => ready(Err(e.to_string())),
+            }
+        })
     })
+}
+
+/// Runs the future `start` makes on a runtime in a thread of its own, and returns once it
+/// reports, through its first argument, the address it serves on (or why it cannot). The
+/// handle's `stop()` completes its second argument, then joins the thread.
+fn in_background<F, Fut>(py: Python<'_>, name: &str, start: F) -> PyResult<Server>
+where
+    F: FnOnce(Box<dyn FnOnce(Result<SocketAddr, String>) + Send>, tokio::sync::oneshot::Receiver<()>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the runtime: {e}")));
+                    return;
+                }
+            };
+            let ready = Box::new(move |result| {
+                let _ = ready_tx.send(result);
+            });
+            runtime.block_on(start(ready, stop_rx));
+        })
+        .map_err(|e| error(py, "Error", format!("cannot start the {name} thread: {e}")))?;
+    match py.detach(move || ready_rx.recv()) {
+        Ok(Ok(addr)) => Ok(Server {
+            port: addr.port(),
+            host: addr.ip().to_string(),
+            stop: Mutex::new(Some(stop_tx)),
+            thread: Mutex::new(Some(thread)),
+        }),
+        Ok(Err(e)) => Err(error(py, "Error", e)),
+        Err(_) => Err(error(py, "Error", format!("the {name} thread ended before it was ready"))),
+    }
 }
 
 /// Starts the web service of part 2 (SOAP with its WSDL at /?wsdl, JSON at /normalize) in
@@ -797,43 +810,27 @@ fn serve(
 fn serve_webservice(py: Python<'_>, port: u16, host: &str) -> PyResult<Server> {
     guarded(py, || {
         let ip: IpAddr = host.parse().map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("cartero-webservice".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the runtime: {e}")));
-                        return;
+        let addr = SocketAddr::new(ip, port);
+        in_background(py, "cartero-webservice", move |ready, stop| async move {
+            let reported = std::sync::Arc::new(Mutex::new(Some(ready)));
+            let on_bound = reported.clone();
+            let served = cartero::webservice::serve(
+                addr,
+                move |at| {
+                    if let Some(ready) = on_bound.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        ready(Ok(at));
                     }
-                };
-                let ready = ready_tx.clone();
-                let served = runtime.block_on(cartero::webservice::serve(
-                    SocketAddr::new(ip, port),
-                    move |at| {
-                        let _ = ready.send(Ok(at));
-                    },
-                    async move {
-                        let _ = stop_rx.await;
-                    },
-                ));
-                if let Err(e) = served {
-                    let _ = ready_tx.send(Err(format!("cannot serve on {ip}:{port}: {e}")));
-                }
-            })
-            .map_err(|e| error(py, "Error", format!("cannot start the web service thread: {e}")))?;
-        match py.detach(move || ready_rx.recv()) {
-            Ok(Ok(addr)) => Ok(Server {
-                port: addr.port(),
-                host: addr.ip().to_string(),
-                stop: Mutex::new(Some(stop_tx)),
-                thread: Mutex::new(Some(thread)),
-            }),
-            Ok(Err(e)) => Err(error(py, "Error", e)),
-            Err(_) => Err(error(py, "Error", "the web service thread ended before it was ready")),
-        }
+                },
+                async move {
+                    let _ = stop.await;
+                },
+            )
+            .await;
+            let unreported = reported.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Err(e), Some(ready)) = (served, unreported) {
+                ready(Err(format!("cannot serve on {addr}: {e}")));
+            }
+        })
     })
 }
 
