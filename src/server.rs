@@ -23,7 +23,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError};
+use crate::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
 use crate::store::{Store, StoreError};
 use crate::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
 
@@ -167,10 +167,14 @@ impl Shared {
     /// and counted rather than stalling the server.
     fn flush_events(&self, engine: &mut Engine) {
         while let Some(event) = engine.poll_event() {
-            if let Some(console) = &self.console {
-                if let Err(TrySendError::Full(_)) = console.try_send(format!("s> {event}")) {
-                    self.stats.console_lines_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            self.print(&event);
+        }
+    }
+
+    fn print(&self, event: &Event) {
+        if let Some(console) = &self.console {
+            if let Err(TrySendError::Full(_)) = console.try_send(format!("s> {event}")) {
+                self.stats.console_lines_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -410,26 +414,32 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
         Ok(request) => {
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             let op = request.operation();
-            let (reply, durable) = {
+            let (reply, durable, events) = {
                 let mut engine = shared.engine();
                 if shared.degraded.load(Ordering::Acquire) && op != Operation::ConnectedUsers {
                     // The store cannot take writes: refuse rather than answer what would be lost.
-                    (Reply::failure(op), None)
+                    (Reply::failure(op), None, Vec::new())
                 } else {
                     let (reply, h) = engine.handle_request_held(peer_ip, &request);
                     hold = Some(h);
-                    shared.flush_events(&mut engine);
-                    (reply, shared.queue_changes(&mut engine))
+                    let events: Vec<Event> = std::iter::from_fn(|| engine.poll_event()).collect();
+                    (reply, shared.queue_changes(&mut engine), events)
                 }
             };
-            // A reply of 0 leaves only once its change is durable.
-            let reply = match durable {
-                Some(durable) => match durable.await {
-                    Ok(true) => reply,
-                    _ => Reply::failure(op),
-                },
-                None => reply,
+            // A reply of 0 leaves only once its change is durable; its console lines say
+            // what the client is told.
+            let durable = match durable {
+                Some(durable) => matches!(durable.await, Ok(true)),
+                None => true,
             };
+            for event in &events {
+                match (durable, event.as_failure()) {
+                    (true, _) => shared.print(event),
+                    (false, Some(failed)) => shared.print(&failed),
+                    (false, None) => {}
+                }
+            }
+            let reply = if durable { reply } else { Reply::failure(op) };
             let mut bytes = BytesMut::new();
             reply.encode(shared.config.wire.codes, &mut bytes);
             Some(bytes)

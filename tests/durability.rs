@@ -225,7 +225,7 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
         return;
     };
     let data = disk.path.join("data");
-    let (_server, port) = durable(&data, &[]);
+    let (mut server, port) = durable(&data, &[]);
     let c = client(port);
     c.register("ana", "ana", "01/01/2000").unwrap();
     let ana = Listener::bind(LOCAL).unwrap();
@@ -237,20 +237,30 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
     while f.write_all(&chunk).is_ok() {}
     drop(f);
     // Writes fail with "any other error", and nothing is taken for done.
-    let mut refused = 0;
+    let mut refused = Vec::new();
     for i in 0..2_000 {
-        match c.register(format!("Full Name {i:04} {}", "x".repeat(200)), format!("u{i:04}"), "01/01/2000").unwrap() {
+        let alias = format!("u{i:04}");
+        match c.register(format!("Full Name {i:04} {}", "x".repeat(200)), &alias, "01/01/2000").unwrap() {
             RegisterReply::Ok => {}
             RegisterReply::Error => {
-                refused += 1;
-                if refused == 3 {
+                refused.push(alias);
+                if refused.len() == 3 {
                     break;
                 }
             }
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(refused, 3, "the disk never filled");
+    assert_eq!(refused.len(), 3, "the disk never filled");
+    // The console says FAIL for what the client was refused, never OK.
+    let first_refused = format!("s> REGISTER {} FAIL", refused[0]);
+    loop {
+        let line = server.line();
+        assert_ne!(line, format!("s> REGISTER {} OK", refused[0]), "the console claimed a refused REGISTER");
+        if line == first_refused {
+            break;
+        }
+    }
     // Reads go on.
     assert_eq!(c.connected_users(Some(b"ana")).unwrap(), ConnectedUsersReply::Ok { users: vec!["ana".into()] });
     // Space comes back: the server recovers by itself and takes writes again.

@@ -148,6 +148,27 @@ impl fmt::Display for Event {
     }
 }
 
+impl Event {
+    /// The same console line for an operation that failed after all (its change could not
+    /// be made durable); `None` for lines of deliveries, which have no failed form.
+    pub fn as_failure(&self) -> Option<Event> {
+        let alias = match self {
+            Event::Register { alias, .. }
+            | Event::Unregister { alias, .. }
+            | Event::Connect { alias, .. }
+            | Event::Disconnect { alias, .. } => alias.clone(),
+            Event::ConnectedUsers { .. } => return Some(Event::ConnectedUsers { ok: false }),
+            Event::Delivered { .. } | Event::Stored { .. } => return None,
+        };
+        Some(match self {
+            Event::Register { .. } => Event::Register { alias, ok: false },
+            Event::Unregister { .. } => Event::Unregister { alias, ok: false },
+            Event::Connect { .. } => Event::Connect { alias, ok: false },
+            _ => Event::Disconnect { alias, ok: false },
+        })
+    }
+}
+
 /// One change of durable state. Applying a driver's changes, in order, to an empty engine
 /// with [`Engine::apply`] rebuilds its users, connections, mailboxes and id counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
