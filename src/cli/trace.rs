@@ -70,7 +70,11 @@ fn show_request(r: &Request) -> String {
     format!("{} {}", r.operation(), fields.join(" "))
 }
 
-/// Reads `from` to its end, writing every byte on to `to`; returns all that passed.
+/// Bytes of each direction of a connection kept for decoding; everything is forwarded, but
+/// an exchange of this protocol is far smaller, so more would only be held for nothing.
+const KEPT: usize = 16 * 1024;
+
+/// Reads `from` to its end, writing every byte on to `to`; returns the first `KEPT` bytes.
 async fn relay(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) -> Vec<u8> {
     let mut seen = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -78,7 +82,8 @@ async fn relay(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp
         match from.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                seen.extend_from_slice(&chunk[..n]);
+                let room = KEPT.saturating_sub(seen.len()).min(n);
+                seen.extend_from_slice(&chunk[..room]);
                 if to.write_all(&chunk[..n]).await.is_err() {
                     break;
                 }
@@ -154,15 +159,20 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
+        // Only the request's own bytes are decoded (its fields are bounded, so this is too).
         if request.is_none() && deviations.is_empty() {
+            buf.extend_from_slice(&chunk[..n]);
             match decoder.decode(&mut buf) {
                 Ok(Some(r)) => request = Some(r),
                 Ok(None) => {}
                 Err(e) => deviations.push(e.to_string()),
             }
         }
-        let holding = tracer.listener_proxy && decoder.operation() == Some(Operation::Connect) && request.is_none();
+        // A CONNECT is held until complete (to rewrite its port); a bad one is not held.
+        let holding = tracer.listener_proxy
+            && decoder.operation() == Some(Operation::Connect)
+            && request.is_none()
+            && deviations.is_empty();
         if holding {
             held.extend_from_slice(&chunk[..n]);
             continue;
@@ -179,6 +189,9 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
                 break;
             }
             continue;
+        }
+        if !held.is_empty() && server_wr.write_all(&std::mem::take(&mut held)).await.is_err() {
+            break;
         }
         if server_wr.write_all(&chunk[..n]).await.is_err() {
             break;
