@@ -430,6 +430,40 @@ impl Checker {
             ),
         }
         self.expect_code("L2", "CONNECTEDUSERS by a user that is not connected answers 1", &[b"CONNECTEDUSERS", &d], 1);
+        // The operation alone (the statement's form): the requester is known by its IP, and
+        // this machine has connected users.
+        self.expect_code(
+            "L3",
+            "CONNECTEDUSERS without an alias, from a connected user's IP, answers 0",
+            &[b"CONNECTEDUSERS"],
+            0,
+        );
+
+        // SPEC 2.2: UNREGISTER takes the user's pending messages with it.
+        let zed = self.user("zed");
+        let z = zed.as_bytes().to_vec();
+        if self.register("U3", "zed", "REGISTER of a user to unregister with mail pending answers 0") {
+            self.expect_code("U4", "a message to it is accepted", &[b"SEND", &a, &z, b"never to be seen"], 0);
+            self.expect_code("U5", "its UNREGISTER answers 0", &[b"UNREGISTER", &z], 0);
+            self.made.retain(|u| u != &zed);
+            let sent = "REGISTER and CONNECT the same alias again".to_string();
+            let result = Inbox::open().and_then(|inbox| {
+                let port = inbox.port.to_string();
+                self.exchange(&[b"REGISTER", b"Check User", &z, b"01/02/2000"], true)?;
+                self.made.push(zed.clone());
+                self.exchange(&[b"CONNECT", &z, port.as_bytes()], true)?;
+                inbox.quiet_for(Duration::from_secs(1)).map(|_| "nothing pushed".to_string())
+            });
+            let pass = result.is_ok();
+            self.record(
+                "U6",
+                "UNREGISTER dropped the pending message: the new user gets nothing",
+                sent,
+                "nothing pushed".into(),
+                result,
+                pass,
+            );
+        }
 
         // SPEC 4
         self.bad_input();
