@@ -9,7 +9,7 @@ use cartero::wire::ConnectReply;
 
 mod common;
 
-use common::{interrupt, serve, Proc, LIMIT};
+use common::{interrupt, serve, spec6_session, Proc, LIMIT};
 
 #[test]
 fn server_console_lines_and_a_clean_sigint() {
@@ -78,35 +78,8 @@ fn client_console_lines_for_every_outcome() {
     let port = port.to_string();
     let args = ["client", "-s", "127.0.0.1", "-p", port.as_str()];
 
-    // bob stays connected in a client of his own and receives what ana sends.
-    let mut bob = Proc::start(&args);
-    bob.type_line("REGISTER bob");
-    bob.type_line("CONNECT bob");
-    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
-
-    let mut ana = Proc::start(&args);
-    let script: &[(&str, &str)] = &[
-        ("REGISTER ana 01/02/2000 Ana Lopez", "s> REGISTER OK"),
-        ("register ana", "s> USERNAME IN USE"),
-        ("REGISTER bad 31/02/2000", "s> REGISTER FAIL"),
-        ("UNREGISTER ghost", "s> USER DOES NOT EXIST"),
-        ("CONNECT ghost", "s> CONNECT FAIL, USER DOES NOT EXIST"),
-        ("CONNECT bob", "s> USER ALREADY CONNECTED"),
-        ("DISCONNECT ghost", "s> DISCONNECT FAIL / USER DOES NOT EXIST"),
-        ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
-        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
-        ("CONNECT ana", "s> CONNECT OK"),
-        ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
-        ("SEND bob hola   bob, que tal", "s> SEND OK - MESSAGE 1"),
-    ];
-    for (command, expected) in script {
-        ana.type_line(command);
-        ana.expect(&[expected]);
-    }
-    bob.expect(&["s> MESSAGE 1 FROM ana", "   hola   bob, que tal", "   END"]);
-    ana.expect(&["s> SEND MESSAGE 1 OK"]);
-    ana.type_line("CONNECTEDUSERS");
-    ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+    let (mut bob, mut ana) = (Proc::start(&args), Proc::start(&args));
+    spec6_session(&mut bob, &mut ana);
     let long = "x".repeat(256);
     ana.type_line(&format!("SEND bob {long}"));
     ana.expect(&["s> SEND FAIL"]);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cartero::client::blocking::{Client, Listener};
 use cartero::wire::{ConnectReply, DisconnectReply, RegisterReply, SendReply};
 use cartero::Push;
-use common::{interrupt, Proc, LIMIT};
+use common::{interrupt, spec6_session, Proc, LIMIT};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -342,30 +342,8 @@ fn the_c_console_client_prints_the_spec_lines() {
     let port = port.to_string();
     let args = ["-s", "127.0.0.1", "-p", port.as_str()];
     let program = c_client().to_str().unwrap();
-    let mut bob = Proc::start_program(program, &args);
-    bob.type_line("REGISTER bob");
-    bob.type_line("CONNECT bob");
-    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
-    let mut ana = Proc::start_program(program, &args);
-    for (command, expected) in [
-        ("REGISTER ana 01/02/2000 Ana Lopez", "s> REGISTER OK"),
-        ("register ana", "s> USERNAME IN USE"),
-        ("UNREGISTER ghost", "s> USER DOES NOT EXIST"),
-        ("CONNECT ghost", "s> CONNECT FAIL, USER DOES NOT EXIST"),
-        ("CONNECT bob", "s> USER ALREADY CONNECTED"),
-        ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
-        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
-        ("CONNECT ana", "s> CONNECT OK"),
-        ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
-        ("SEND bob hola   bob", "s> SEND OK - MESSAGE 1"),
-    ] {
-        ana.type_line(command);
-        ana.expect(&[expected]);
-    }
-    bob.expect(&["s> MESSAGE 1 FROM ana", "   hola   bob", "   END"]);
-    ana.expect(&["s> SEND MESSAGE 1 OK"]);
-    ana.type_line("CONNECTEDUSERS");
-    ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+    let (mut bob, mut ana) = (Proc::start_program(program, &args), Proc::start_program(program, &args));
+    spec6_session(&mut bob, &mut ana);
     ana.type_line("QUIT");
     ana.type_line("DISCONNECT ana");
     ana.expect(&["s> DISCONNECT OK"]);

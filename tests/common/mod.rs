@@ -121,3 +121,33 @@ pub fn serve(extra: &[&str]) -> (Proc, u16) {
     server.expect(&["s>"]);
     (server, port)
 }
+
+/// The console session of SPEC 6 that every console client (Rust, C) must print exactly:
+/// bob connects in one client, ana in another goes through every outcome and sends bob a
+/// message. Leaves both connected, right after ana's CONNECTEDUSERS.
+pub fn spec6_session(bob: &mut Proc, ana: &mut Proc) {
+    bob.type_line("REGISTER bob");
+    bob.type_line("CONNECT bob");
+    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+    for (command, expected) in [
+        ("REGISTER ana 01/02/2000 Ana Lopez", "s> REGISTER OK"),
+        ("register ana", "s> USERNAME IN USE"),
+        ("REGISTER bad 31/02/2000", "s> REGISTER FAIL"),
+        ("UNREGISTER ghost", "s> USER DOES NOT EXIST"),
+        ("CONNECT ghost", "s> CONNECT FAIL, USER DOES NOT EXIST"),
+        ("CONNECT bob", "s> USER ALREADY CONNECTED"),
+        ("DISCONNECT ghost", "s> DISCONNECT FAIL / USER DOES NOT EXIST"),
+        ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
+        ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
+        ("CONNECT ana", "s> CONNECT OK"),
+        ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
+        ("SEND bob hola   bob, que tal", "s> SEND OK - MESSAGE 1"),
+    ] {
+        ana.type_line(command);
+        ana.expect(&[expected]);
+    }
+    bob.expect(&["s> MESSAGE 1 FROM ana", "   hola   bob, que tal", "   END"]);
+    ana.expect(&["s> SEND MESSAGE 1 OK"]);
+    ana.type_line("CONNECTEDUSERS");
+    ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+}
