@@ -651,3 +651,22 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
     let dup = vec![UserRecord { alias: b("x"), full_name: b("x"), birth_date: None, last_id: 0, connection: None }; 2];
     assert!(Engine::restore(EngineConfig::default(), dup, vec![]).is_err());
 }
+
+#[test]
+fn a_hold_of_a_replaced_engine_releases_nothing_of_the_new_one() {
+    let now = std::time::Instant::now();
+    let mut old = plain_engine(false);
+    let _ = old.handle_request(ip(1), &req_register("x"));
+    let (_, stale) = old.handle_request_held(ip(1), &Request::Connect { alias: b("x"), port: b("4000") });
+    let mut new = plain_engine(false);
+    for u in ["ana", "bob"] {
+        let _ = new.handle_request(ip(1), &req_register(u));
+    }
+    new.handle_request(ip(3), &Request::Connect { alias: b("bob"), port: b("5000") });
+    let (_, fresh) =
+        new.handle_request_held(ip(1), &Request::Send { sender: b("ana"), recipient: b("bob"), body: b("m") });
+    new.release(stale);
+    assert_eq!(new.poll_delivery(now), None, "the old engine's hold must not release the new SEND's push");
+    new.release(fresh);
+    assert!(new.poll_delivery(now).is_some());
+}

@@ -226,7 +226,6 @@ pub struct Engine {
     durable_seq: u64,
     /// Holds handed out by `handle_request_held` and not yet released.
     open_holds: HashSet<u64, foldhash::quality::RandomState>,
-    next_hold: u64,
     /// The hold of the request being handled, if any.
     current_hold: Option<u64>,
     /// Users with work that may not go out yet (waiting for a hold or durability).
@@ -310,7 +309,6 @@ impl Engine {
             change_seq: 0,
             durable_seq: 0,
             open_holds: HashSet::default(),
-            next_hold: 0,
             current_hold: None,
             blocked: Vec::new(),
         }
@@ -388,8 +386,10 @@ impl Engine {
     /// back until `hold` is [released](Self::release): a driver releases it once the reply
     /// is sent, so that no push (an acknowledgement above all) overtakes its reply.
     pub fn handle_request_held(&mut self, peer: IpAddr, request: &Request) -> (Reply, Hold) {
-        self.next_hold += 1;
-        let hold = self.next_hold;
+        // Unique in the process, not per engine: a hold taken from an engine that was since
+        // replaced (a store rebuilt after a failure) can never release one of the new engine's.
+        static NEXT_HOLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let hold = NEXT_HOLD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.open_holds.insert(hold);
         self.current_hold = Some(hold);
         let reply = self.handle_request(peer, request);
