@@ -1,30 +1,28 @@
-//! cartero: the UC3M message-delivery protocol, exact on the wire.
+//! cartero: the small socket protocols of distributed-systems courses, exact on the wire.
 //!
-//! Layers, each depending only on the one below it:
-//! - [`codec`]: bytes <-> NUL-terminated fields ([`Codec`]).
-//! - [`wire`]: fields <-> requests, replies and pushes, with incremental decoders.
-//! - [`engine`]: requests <-> state, sans-IO ([`Engine`]): users, mailboxes, the delivery
-//!   scheduler. No sockets, no clock, no threads.
-//! - [`harness`]: an in-memory client/engine harness that runs every layer with no sockets.
-//! - [`store`]: the engine's state made durable in SQLite.
-//! - [`server`]: state <-> sockets, the tokio server that drives the engine.
-//! - [`client`]: async and blocking clients and listeners.
-//! - [`ffi`]: the C ABI of `include/cartero.h`.
-//! - [`webservice`]: the white-space normalizer of part 2 (SOAP and JSON), and its client.
+//! One folder per protocol, each with the same inner shape (wire format, sans-IO state
+//! machine, store, tokio server, client, checker and its CLI verbs):
+//! - [`messaging`]: the UC3M message-delivery service (seed 001).
 //!
-//! The protocol itself is described in `SPEC.md` of the project; the README shows the
-//! layers at work.
+//! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
+//! helpers), [`console`] (interactive consoles that print incoming lines above the line being
+//! typed) and [`shutdown`] (Ctrl-C and SIGTERM). [`ffi`] is the C face of messaging.
+//!
+//! `docs/architecture.md` draws the layers; `docs/protocols/` holds each protocol's spec.
+//!
+//! The names of the first release stay where they were: `cartero::Codec`, `cartero::Engine`,
+//! `cartero::client`, `cartero::wire`... are the messaging ones.
 
-pub mod client;
-pub mod codec;
-pub mod engine;
+pub mod cli;
+pub mod console;
 pub mod ffi;
-pub mod harness;
-pub mod server;
-pub mod store;
-pub mod webservice;
-pub mod wire;
+pub mod messaging;
+pub mod shutdown;
 
-pub use codec::{Codec, CodecError, MAX_FIELD_LEN};
-pub use engine::{Change, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
-pub use wire::{CodeEncoding, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings};
+// Messaging's modules and names under their first paths (`cartero::client::Client`, ...),
+// which the README, the Python module and existing programs use.
+pub use messaging::{client, codec, engine, harness, server, store, webservice, wire};
+pub use messaging::{
+    Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig,
+    EngineError, Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
+};

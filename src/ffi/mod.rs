@@ -1,4 +1,6 @@
-//! The C ABI (`include/cartero.h`, generated from this module by cbindgen).
+//! The C ABI (`include/cartero.h`, generated from this module by cbindgen): today the C face
+//! of messaging ([`messaging`]: its codec, engine and client), on the rules and types below,
+//! which any later protocol's C face shares.
 //!
 //! Rules every function follows:
 //! - Names are `cartero_<object>_<verb>`; objects are opaque, made by `_new` and released by
@@ -18,9 +20,7 @@
 // the one of the header's documentation.
 #![allow(clippy::missing_safety_doc)]
 
-mod client;
-mod codec;
-mod engine;
+mod messaging;
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

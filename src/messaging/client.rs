@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
-use crate::codec::CodecError;
-use crate::wire::{
+use crate::messaging::codec::CodecError;
+use crate::messaging::wire::{
     ConnectReply, ConnectedUsersReply, DisconnectReply, ProtocolError, Push, PushDecoder, RegisterReply, Reply,
     ReplyDecoder, Request, SendReply, UnregisterReply,
 };

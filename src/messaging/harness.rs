@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::engine::{DeliveryOutcome, Engine, EngineConfig};
-use crate::wire::{ProtocolError, Push, PushDecoder, Reply, ReplyDecoder, Request, RequestDecoder, WireSettings};
+use crate::messaging::engine::{DeliveryOutcome, Engine, EngineConfig};
+use crate::messaging::wire::{ProtocolError, Push, PushDecoder, Reply, ReplyDecoder, Request, RequestDecoder, WireSettings};
 
 /// What one simulated listener received.
 #[derive(Debug, Default)]

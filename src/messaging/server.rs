@@ -23,9 +23,9 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
-use crate::store::{Store, StoreError};
-use crate::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
+use crate::messaging::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
+use crate::messaging::store::{Store, StoreError};
+use crate::messaging::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
 
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]

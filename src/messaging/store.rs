@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use crate::engine::{Change, MessageRecord, UserRecord};
+use crate::messaging::engine::{Change, MessageRecord, UserRecord};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "cartero.db";
@@ -119,7 +119,7 @@ impl Store {
     }
 
     /// Everything stored: users (connected ones in connection order) and pending messages
-    /// (in acceptance order), ready for [`Engine::restore`](crate::engine::Engine::restore).
+    /// (in acceptance order), ready for [`Engine::restore`](crate::messaging::engine::Engine::restore).
     pub fn load(&mut self) -> Result<(Vec<UserRecord>, Vec<MessageRecord>), StoreError> {
         let path = self.path.clone();
         let err = |e| StoreError::from_sqlite(&path, e);

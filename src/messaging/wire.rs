@@ -11,7 +11,7 @@ use std::str::FromStr;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::codec::{put_field, Codec, CodecError, MAX_FIELD_LEN};
+use crate::messaging::codec::{put_field, Codec, CodecError, MAX_FIELD_LEN};
 
 /// Why bytes from a peer are not a valid protocol message.
 #[derive(Debug, thiserror::Error)]

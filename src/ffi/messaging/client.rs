@@ -6,12 +6,12 @@ use std::ffi::{c_char, CString};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::cartero_result::{self, *};
-use super::{arg, boxed, cartero_bytes, cstr, free, give_bytes, guard, opt_cstr, out};
-use crate::client::blocking::{Client, Listener};
-use crate::client::ClientError;
-use crate::codec::CodecError;
-use crate::wire::{ConnectedUsersReply, Push, Reply, SendReply};
+use crate::ffi::cartero_result::{self, *};
+use crate::ffi::{arg, boxed, cartero_bytes, cstr, free, give_bytes, guard, opt_cstr, out};
+use crate::messaging::client::blocking::{Client, Listener};
+use crate::messaging::client::ClientError;
+use crate::messaging::codec::CodecError;
+use crate::messaging::wire::{ConnectedUsersReply, Push, Reply, SendReply};
 
 /// A blocking client of one server.
 pub struct cartero_client {

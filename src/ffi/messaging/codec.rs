@@ -3,9 +3,9 @@
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use super::cartero_result::{self, *};
-use super::{arg_mut, boxed, bytes_arg, cartero_bytes, free, give_bytes, guard, out};
-use crate::codec::{Codec, CodecError};
+use crate::ffi::cartero_result::{self, *};
+use crate::ffi::{arg_mut, boxed, bytes_arg, cartero_bytes, free, give_bytes, guard, out};
+use crate::messaging::codec::{Codec, CodecError};
 
 /// Bytes a field decoder holds at most before the caller must take fields.
 const MAX_BUFFERED: usize = 1 << 20;

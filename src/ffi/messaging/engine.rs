@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use super::cartero_result::{self, *};
-use super::{arg, arg_mut, boxed, cartero_bytes, cstr, free, give_bytes, guard, out};
-use crate::engine::{Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError, Hold};
-use crate::wire::{CodeEncoding, PushNames, Reply, Request, RequestDecoder, WireSettings};
+use crate::ffi::cartero_result::{self, *};
+use crate::ffi::{arg, arg_mut, boxed, cartero_bytes, cstr, free, give_bytes, guard, out};
+use crate::messaging::engine::{Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError, Hold};
+use crate::messaging::wire::{CodeEncoding, PushNames, Reply, Request, RequestDecoder, WireSettings};
 
 /// Settings of an engine; `cartero_engine_config_default` fills in the defaults.
 #[repr(C)]
@@ -116,7 +116,7 @@ pub extern "C" fn cartero_request_decoder_feed(
 ) -> cartero_result {
     guard(|| {
         let d = arg_mut(decoder)?;
-        let bytes = super::bytes_arg(bytes, len)?;
+        let bytes = crate::ffi::bytes_arg(bytes, len)?;
         if d.ready.is_none() && !d.failed {
             d.saw_bytes |= !bytes.is_empty();
             d.buf.extend_from_slice(bytes);

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use cartero::client::{Client, Listener};
-use cartero::server::{Server, ServerConfig, Storage};
-use cartero::wire::{ConnectReply, RegisterReply, SendReply};
-use cartero::{Codec, Push};
+use crate::messaging::client::{Client, Listener};
+use crate::messaging::server::{Server, ServerConfig, Storage};
+use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
+use crate::messaging::{codec::Codec, wire::Push};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     restart_pending: usize,
     /// How long to wait for the last deliveries after the last SEND.
-    #[arg(long, default_value = "30s", value_parser = super::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::duration)]
     drain_timeout: Duration,
 }
 
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("cartero: bench needs at least 2 users, 1 message and a concurrency of 1 or more");
         return ExitCode::FAILURE;
     }
-    let runtime = match super::runtime() {
+    let runtime = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -542,8 +542,8 @@ fn rss_bytes(pid: u32) -> Result<u64, String> {
 /// Writes `pending` messages among 1,000 offline users straight into a fresh store, then
 /// starts `cartero serve` on it and times launch to first answer (a CONNECTEDUSERS).
 fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
-    use cartero::engine::Change;
-    use cartero::store::Store;
+    use crate::messaging::engine::Change;
+    use crate::messaging::store::Store;
     let dir = std::env::temp_dir().join(format!("cartero-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let result = (|| {
@@ -594,7 +594,7 @@ fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
                 BufReader::new(stdout).lines().next().and_then(Result::ok).ok_or("the server printed no start line")?;
             let port: u16 =
                 first.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or(format!("start line {first:?}"))?;
-            let client = cartero::client::blocking::Client::new("127.0.0.1", port);
+            let client = crate::messaging::client::blocking::Client::new("127.0.0.1", port);
             client.connected_users(None).map_err(|e| e.to_string())?;
             Ok::<_, String>(launched.elapsed())
         })();

@@ -11,8 +11,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use cartero::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
-use cartero::Push;
+use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
+use crate::messaging::Push;
 use tokio_util::codec::Decoder;
 
 #[derive(clap::Args)]
@@ -44,7 +44,7 @@ struct ServerArgs {
     #[arg(long)]
     json: bool,
     /// How long each step may take.
-    #[arg(long, default_value = "3s", value_parser = super::duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::duration)]
     timeout: Duration,
 }
 
@@ -405,7 +405,7 @@ impl Checker {
         match self.exchange(&[b"CONNECTEDUSERS", &a], true) {
             Ok(answer) => {
                 let ours: Vec<Vec<u8>> = match &answer.reply {
-                    Reply::ConnectedUsers(cartero::wire::ConnectedUsersReply::Ok { users }) => {
+                    Reply::ConnectedUsers(crate::messaging::wire::ConnectedUsersReply::Ok { users }) => {
                         users.iter().filter(|u| u.starts_with(self.prefix.as_bytes())).map(|u| u.to_vec()).collect()
                     }
                     _ => vec![],
@@ -474,7 +474,7 @@ impl Checker {
     }
 
     fn check_id(&mut self, id: &'static str, answer: &Option<Answer>, want: u32) {
-        use cartero::wire::SendReply;
+        use crate::messaging::wire::SendReply;
         if let Some(Answer { reply: Reply::Send(SendReply::Ok { id: got }), .. }) = answer {
             if *got != want {
                 if let Some(last) = self.outcomes.iter_mut().rev().find(|o| o.id == id) {

@@ -5,20 +5,18 @@
 //! protocol's answers go to standard output exactly as SPEC 6 writes them; causes of
 //! failures and usage hints go to standard error.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use cartero::client::blocking::{Client, Listener};
-use cartero::client::ClientError;
-use cartero::wire::{ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply};
-use cartero::{Push, MAX_FIELD_LEN};
-use rustyline::error::ReadlineError;
-use rustyline::ExternalPrinter;
+use crate::messaging::client::blocking::{Client, Listener};
+use crate::messaging::client::ClientError;
+use crate::messaging::wire::{ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply};
+use crate::console::{Input, Printer};
+use crate::messaging::{Push, MAX_FIELD_LEN};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,27 +27,11 @@ pub struct Args {
     #[arg(short, long)]
     port: u16,
     /// Time one request may take.
-    #[arg(long, default_value = "5s", value_parser = super::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
     timeout: Duration,
     /// The web service (e.g. http://127.0.0.1:8000) every message goes through before SEND.
     #[arg(long)]
     normalizer: Option<String>,
-}
-
-/// Prints whole blocks of lines, from the command loop and from the listener alike.
-type Printer = Arc<Mutex<dyn FnMut(String) + Send>>;
-
-fn stdout_printer() -> Printer {
-    Arc::new(Mutex::new(|text: String| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}").and_then(|_| out.flush());
-    }))
-}
-
-fn print(printer: &Printer, text: String) {
-    if let Ok(mut p) = printer.lock() {
-        p(text);
-    }
 }
 
 /// The user connected from this client, with its listener and the thread printing pushes.
@@ -95,7 +77,7 @@ fn cause(e: &ClientError) {
 
 impl Console {
     fn out(&self, line: &str) {
-        print(&self.printer, line.to_string());
+        self.printer.print(line);
     }
 
     /// Runs one command line; returns false when the client should end.
@@ -212,14 +194,14 @@ impl Console {
             let listener = listener;
             while !stopping.load(Ordering::Acquire) {
                 match listener.recv_timeout(Duration::from_millis(100)) {
-                    Ok(push) => print(&printer, push_text(&push)),
+                    Ok(push) => printer.print(push_text(&push)),
                     Err(true) => return,
                     Err(false) => {}
                 }
             }
             // Print what arrived before the stop.
             while let Ok(push) = listener.recv_timeout(Duration::ZERO) {
-                print(&printer, push_text(&push));
+                printer.print(push_text(&push));
             }
         });
         self.connection = Some(Connection { alias: alias.to_string(), stop, thread });
@@ -255,7 +237,7 @@ impl Console {
         let normalized;
         let body = match &self.normalizer {
             None => body,
-            Some(url) => match cartero::webservice::normalize_remote(url, body, self.timeout) {
+            Some(url) => match crate::messaging::webservice::normalize_remote(url, body, self.timeout) {
                 Ok(text) => {
                     normalized = text;
                     normalized.as_str()
@@ -323,54 +305,21 @@ fn usage(command: &str) -> &'static str {
 
 pub fn run(args: Args) -> ExitCode {
     let client = Client::new(args.server, args.port).with_timeout(args.timeout);
-    let (normalizer, timeout) = (args.normalizer, args.timeout);
-    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        interactive(client, normalizer, timeout)
-    } else {
-        let mut console =
-            Console { client, normalizer, timeout, printer: stdout_printer(), user: None, connection: None };
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if !console.command(&line) {
-                return ExitCode::SUCCESS;
-            }
-        }
-        console.finish();
-        ExitCode::SUCCESS
-    }
-}
-
-fn interactive(client: Client, normalizer: Option<String>, timeout: Duration) -> ExitCode {
-    let mut editor = match rustyline::DefaultEditor::new() {
-        Ok(e) => e,
+    let (mut input, printer) = match Input::open("c> ") {
+        Ok(opened) => opened,
         Err(e) => {
-            eprintln!("cartero: cannot use the terminal: {e}");
+            eprintln!("cartero: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // Pushes arrive on another thread; the editor prints them above the line being typed.
-    let printer: Printer = match editor.create_external_printer() {
-        Ok(mut external) => Arc::new(Mutex::new(move |text: String| {
-            let _ = external.print(format!("{text}\n"));
-        })),
-        Err(_) => stdout_printer(),
-    };
-    let mut console = Console { client, normalizer, timeout, printer, user: None, connection: None };
-    loop {
-        match editor.readline("c> ") {
-            Ok(line) => {
-                let _ = editor.add_history_entry(line.as_str());
-                if !console.command(&line) {
-                    return ExitCode::SUCCESS;
-                }
-            }
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
-            Err(e) => {
-                eprintln!("cartero: cannot read the terminal: {e}");
-                break;
-            }
+    let mut console =
+        Console { client, normalizer: args.normalizer, timeout: args.timeout, printer, user: None, connection: None };
+    while let Some(line) = input.read_line() {
+        if !console.command(&line) {
+            return ExitCode::SUCCESS;
         }
     }
+    // At the end of input (or Ctrl-C at the terminal), a connected user is disconnected.
     console.finish();
     ExitCode::SUCCESS
 }

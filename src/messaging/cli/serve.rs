@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cartero::engine::EngineConfig;
-use cartero::server::{Server, ServerConfig, Storage};
-use cartero::wire::{CodeEncoding, PushNames, WireSettings};
+use crate::messaging::engine::EngineConfig;
+use crate::messaging::server::{Server, ServerConfig, Storage};
+use crate::messaging::wire::{CodeEncoding, PushNames, WireSettings};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,13 +24,13 @@ pub struct Args {
     #[arg(long, default_value = "spaced")]
     push_names: PushNames,
     /// Time a client has to send its whole request.
-    #[arg(long, default_value = "5s", value_parser = super::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
     request_timeout: Duration,
     /// Time one push to a listener may take, connect to close.
-    #[arg(long, default_value = "2s", value_parser = super::duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::cli::duration)]
     delivery_timeout: Duration,
     /// How long CONNECTEDUSERS (and a one-field REGISTER) wait for their optional fields.
-    #[arg(long, default_value = "100ms", value_parser = super::duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::cli::duration)]
     grace: Duration,
     /// Request connections served at once; more are closed unanswered.
     #[arg(long, default_value_t = 4096)]
@@ -85,7 +85,7 @@ pub fn run(args: Args) -> ExitCode {
         max_deliveries: args.max_deliveries,
         console: true,
     };
-    let runtime = match super::runtime() {
+    let runtime = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match server.run(shutdown_signal()).await {
+        match server.run(crate::shutdown::signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cartero: server failed: {e}");
@@ -105,26 +105,4 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     })
-}
-
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

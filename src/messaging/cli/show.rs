@@ -1,7 +1,7 @@
 //! How the command-line tools show protocol values to people.
 
-use cartero::wire::{ConnectedUsersReply, Escaped, Reply, SendReply};
-use cartero::Push;
+use crate::messaging::wire::{ConnectedUsersReply, Escaped, Reply, SendReply};
+use crate::messaging::Push;
 
 /// A reply as its code and payload: `0`, `0, id 7`, `0, 2 users: ana, bob`.
 pub fn reply(reply: &Reply) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use cartero::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder};
+use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -272,7 +272,7 @@ async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, po
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match super::runtime() {
+    let runtime = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -300,7 +300,7 @@ pub fn run(args: Args) -> ExitCode {
         loop {
             let (client, peer) = tokio::select! {
                 r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
-                _ = tokio::signal::ctrl_c() => break,
+                _ = crate::shutdown::signal() => break,
             };
             tasks.spawn(trace_connection(tracer.clone(), client, peer));
             accepted += 1;

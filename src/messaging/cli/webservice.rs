@@ -14,19 +14,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match super::runtime() {
+    let runtime = match crate::cli::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let served = runtime.block_on(cartero::webservice::serve(
+    let served = runtime.block_on(crate::messaging::webservice::serve(
         addr,
         |at| {
             println!("webservice on http://{at}/ (WSDL: http://{at}/?wsdl; JSON: POST http://{at}/normalize)");
         },
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        crate::shutdown::signal(),
     ));
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,8 +34,8 @@ pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
 pub use scheduler::DeliveryId;
 use scheduler::{InFlight, InFlightPush, Scheduler};
 
-use crate::codec::MAX_FIELD_LEN;
-use crate::wire::{
+use crate::messaging::codec::MAX_FIELD_LEN;
+use crate::messaging::wire::{
     parse_u32, ConnectReply, ConnectedUsersReply, DisconnectReply, Push, RegisterReply, Reply, Request, SendReply,
     UnregisterReply,
 };

@@ -1,0 +1,105 @@
+//! Interactive consoles, shared by every protocol's console client.
+//!
+//! Lines are read from a terminal with a line editor (history, editing) when both standard
+//! input and output are terminals, and line by line from standard input otherwise (a pipe, a
+//! file, a script). Lines that arrive on their own (a pushed message, a chat line) go through
+//! a [`Printer`], which on a terminal prints them above the line being typed without garbling
+//! it, and otherwise writes them to standard output at once.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use rustyline::error::ReadlineError;
+use rustyline::ExternalPrinter;
+
+/// Prints whole blocks of lines from any thread, one block at a time.
+#[derive(Clone)]
+pub struct Printer(Arc<Mutex<dyn FnMut(String) + Send>>);
+
+impl Printer {
+    /// A printer straight to standard output.
+    pub fn stdout() -> Self {
+        Printer(Arc::new(Mutex::new(|text: String| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+        })))
+    }
+
+    /// A printer that hands each block to `sink` (tests, GUIs).
+    pub fn to(sink: impl FnMut(String) + Send + 'static) -> Self {
+        Printer(Arc::new(Mutex::new(sink)))
+    }
+
+    /// Prints `text` (one or more lines, without the last newline).
+    pub fn print(&self, text: impl Into<String>) {
+        if let Ok(mut print) = self.0.lock() {
+            print(text.into());
+        }
+    }
+}
+
+/// Where a console's command lines come from.
+pub struct Input {
+    editor: Option<rustyline::DefaultEditor>,
+    prompt: String,
+    stdin: std::io::StdinLock<'static>,
+}
+
+impl Input {
+    /// Opens standard input, with a line editor showing `prompt` when standard input and
+    /// output are both terminals. Returns the input and the printer to use for every line the
+    /// console prints, or why the terminal cannot be used.
+    pub fn open(prompt: &str) -> Result<(Input, Printer), String> {
+        let stdin = std::io::stdin().lock();
+        if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+            return Ok((Input { editor: None, prompt: prompt.to_string(), stdin }, Printer::stdout()));
+        }
+        let mut editor = rustyline::DefaultEditor::new().map_err(|e| format!("cannot use the terminal: {e}"))?;
+        // Lines from other threads are printed above the line being typed.
+        let printer = match editor.create_external_printer() {
+            Ok(mut external) => Printer::to(move |text: String| {
+                let _ = external.print(format!("{text}\n"));
+            }),
+            Err(_) => Printer::stdout(),
+        };
+        Ok((Input { editor: Some(editor), prompt: prompt.to_string(), stdin }, printer))
+    }
+
+    /// True when lines are typed at a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.editor.is_some()
+    }
+
+    /// The next line without its line ending; `None` at the end of input, on Ctrl-C or Ctrl-D
+    /// at the terminal, or when the input cannot be read (said on standard error).
+    pub fn read_line(&mut self) -> Option<String> {
+        match &mut self.editor {
+            Some(editor) => match editor.readline(&self.prompt) {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    Some(line)
+                }
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => None,
+                Err(e) => {
+                    eprintln!("cartero: cannot read the terminal: {e}");
+                    None
+                }
+            },
+            None => {
+                let mut line = String::new();
+                match self.stdin.read_line(&mut line) {
+                    Ok(0) => None,
+                    Ok(_) => {
+                        let trimmed = line.trim_end_matches(['\n', '\r']).len();
+                        line.truncate(trimmed);
+                        Some(line)
+                    }
+                    Err(e) => {
+                        eprintln!("cartero: cannot read standard input: {e}");
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
