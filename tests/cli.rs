@@ -148,3 +148,39 @@ fn bench_runs_a_small_load_against_both_servers_and_loses_nothing() {
         assert!(row[2].parse::<f64>().unwrap() > 0.0, "{row:?}");
     }
 }
+
+#[test]
+fn help_lists_the_protocols_and_names_the_first_release_aliases() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cartero")).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(listed.contains(&"messaging"), "{help}");
+    for alias in ["serve", "client", "check", "trace", "bench", "webservice"] {
+        assert!(!listed.contains(&alias), "{alias} is an alias, not a protocol: {help}");
+    }
+    assert!(help.contains("cartero messaging serve, client, check, trace, bench and webservice"), "{help}");
+}
+
+#[test]
+fn messaging_verbs_work_under_cartero_messaging_as_under_their_aliases() {
+    let mut server = Proc::start(&["messaging", "serve", "-p", "0", "--bind", "127.0.0.1", "--memory"]);
+    let init = server.line();
+    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    server.expect(&["s>"]);
+    for verb in [&["messaging", "client"][..], &["client"][..]] {
+        let mut args = verb.to_vec();
+        args.extend(["-s", "127.0.0.1", "-p", port]);
+        let mut client = Proc::start(&args);
+        client.type_line(&format!("REGISTER {}", verb[0]));
+        client.expect(&["s> REGISTER OK"]);
+        assert_eq!(client.finish().0, 0);
+    }
+    server.expect(&["s> REGISTER messaging OK", "s> REGISTER client OK"]);
+}

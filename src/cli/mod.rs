@@ -1,9 +1,10 @@
 //! The `cartero` command's grammar, `cartero <protocol> <verb>`, and the helpers every
-//! protocol's verbs share. Each protocol keeps its own verbs in its folder
+//! protocol's verbs share ([`common`]). Each protocol keeps its own verbs in its folder
 //! (`src/messaging/cli/`); this module only routes to them.
 
+pub mod common;
+
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -49,7 +50,7 @@ pub enum Command {
 /// Parses the command line and runs it: the whole `cartero` binary.
 pub fn main() -> ExitCode {
     let args = Cli::parse();
-    init_logging(args.verbose);
+    common::init_logging(args.verbose);
     use messaging::cli::Command as M;
     let messaging_verb = match args.command {
         Command::Messaging(verb) => verb,
@@ -61,35 +62,4 @@ pub fn main() -> ExitCode {
         Command::Webservice(a) => M::Webservice(a),
     };
     messaging::cli::run(messaging_verb)
-}
-
-/// Diagnostics go to standard error; standard output is kept for the protocol's console.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "cartero=info",
-        1 => "cartero=debug",
-        _ => "cartero=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
-}
-
-/// The tokio runtime every async verb runs on, or the exit code after saying why not.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("cartero: cannot start the runtime: {e}");
-        ExitCode::FAILURE
-    })
-}
-
-/// Parses durations such as `5s`, `100ms` or `1m 30s`.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 5s or 100ms)"))
 }

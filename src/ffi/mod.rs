@@ -1,5 +1,5 @@
 //! The C ABI (`include/cartero.h`, generated from this module by cbindgen): today the C face
-//! of messaging ([`messaging`]: its codec, engine and client), on the rules and types below,
+//! of messaging (`src/ffi/messaging/`: its codec, engine and client), on the rules and types below,
 //! which any later protocol's C face shares.
 //!
 //! Rules every function follows:

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use crate::messaging::client::{Client, Listener};
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
 use crate::messaging::{codec::Codec, wire::Push};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     restart_pending: usize,
     /// How long to wait for the last deliveries after the last SEND.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::common::duration)]
     drain_timeout: Duration,
 }
 
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("cartero: bench needs at least 2 users, 1 message and a concurrency of 1 or more");
         return ExitCode::FAILURE;
     }
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

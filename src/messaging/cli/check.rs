@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
 use crate::messaging::Push;
+use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 #[derive(clap::Args)]
@@ -44,7 +44,7 @@ struct ServerArgs {
     #[arg(long)]
     json: bool,
     /// How long each step may take.
-    #[arg(long, default_value = "3s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::cli::common::duration)]
     timeout: Duration,
 }
 

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::console::{Input, Printer};
 use crate::messaging::client::blocking::{Client, Listener};
 use crate::messaging::client::ClientError;
-use crate::messaging::wire::{ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply};
-use crate::console::{Input, Printer};
+use crate::messaging::wire::{
+    ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply,
+};
 use crate::messaging::{Push, MAX_FIELD_LEN};
 
 #[derive(clap::Args)]
@@ -27,7 +29,7 @@ pub struct Args {
     #[arg(short, long)]
     port: u16,
     /// Time one request may take.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::common::duration)]
     timeout: Duration,
     /// The web service (e.g. http://127.0.0.1:8000) every message goes through before SEND.
     #[arg(long)]

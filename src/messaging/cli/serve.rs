@@ -24,13 +24,13 @@ pub struct Args {
     #[arg(long, default_value = "spaced")]
     push_names: PushNames,
     /// Time a client has to send its whole request.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::common::duration)]
     request_timeout: Duration,
     /// Time one push to a listener may take, connect to close.
-    #[arg(long, default_value = "2s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::cli::common::duration)]
     delivery_timeout: Duration,
     /// How long CONNECTEDUSERS (and a one-field REGISTER) wait for their optional fields.
-    #[arg(long, default_value = "100ms", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::cli::common::duration)]
     grace: Duration,
     /// Request connections served at once; more are closed unanswered.
     #[arg(long, default_value_t = 4096)]
@@ -85,7 +85,7 @@ pub fn run(args: Args) -> ExitCode {
         max_deliveries: args.max_deliveries,
         console: true,
     };
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

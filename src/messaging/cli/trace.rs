@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messaging::wire::{
+    CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder,
+};
 use bytes::{Bytes, BytesMut};
-use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -272,7 +274,7 @@ async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, po
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

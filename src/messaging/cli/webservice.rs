@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
