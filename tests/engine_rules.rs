@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cartero::engine::{Change, DeliveryOutcome, Engine, EngineConfig, EngineError};
+use cartero::engine::{Change, DeliveryOutcome, Engine, EngineConfig, EngineError, Scheduler};
 use cartero::harness::Harness;
 use cartero::wire::{
     CodeEncoding, ConnectReply as C, ConnectedUsersReply as U, DisconnectReply as D, PushNames, RegisterReply as R,
@@ -191,11 +191,16 @@ fn connect_delivers_pending_messages_oldest_first_one_at_a_time() {
         send(&mut h, 1, "bob", "ana", body);
     }
     assert_eq!(h.engine.poll_delivery(h.now), None, "nothing to deliver while ana is offline");
+    let scheduler: &Scheduler = h.engine.scheduler();
+    assert_eq!((scheduler.queued(), scheduler.in_flight_count()), (0, 0), "idle while ana is offline");
     h.listen(addr(2, 4000));
     connect(&mut h, 2, "ana", "4000");
+    assert_eq!(h.engine.scheduler().queued(), 1, "ana is queued once, whatever her mailbox holds");
     let first = h.engine.poll_delivery(h.now).unwrap();
     assert_eq!(first.push, msg("bob", 1, "one"));
     assert_eq!(h.engine.poll_delivery(h.now), None, "never two at once to one recipient");
+    let in_flight: Vec<_> = h.engine.scheduler().in_flight().map(|(id, to)| (id, to.clone())).collect();
+    assert_eq!(in_flight, [(first.id, b("ana"))]);
     h.engine.handle_delivery_result(first.id, DeliveryOutcome::Delivered).unwrap();
     h.run_deliveries();
     // The first was reported by hand above; the harness made the other two, in order.

@@ -16,6 +16,11 @@
 //!    to fail deliveries that outlived the delivery timeout.
 //! 5. Drain [`poll_event`](Engine::poll_event) for the console lines of SPEC 5.
 //!
+//! Its state is in three parts, each readable from outside: the [`Registry`] of users (with
+//! their [`Connection`] and [`Mailbox`]), and the delivery [`Scheduler`] (per user idle,
+//! queued for its next push, or delivering one), through [`Engine::registry`] and
+//! [`Engine::scheduler`].
+//!
 //! The engine answers every request itself, so it enforces every rule of SPEC 2 and 3; the
 //! driver only moves bytes and reports what the network did.
 
@@ -31,8 +36,8 @@ use bytes::Bytes;
 
 use registry::Gate;
 pub use registry::{Connection, Mailbox, Registry, StoredMessage, User};
-pub use scheduler::DeliveryId;
-use scheduler::{InFlight, InFlightPush, Scheduler};
+pub use scheduler::{DeliveryId, Scheduler};
+use scheduler::{InFlight, InFlightPush};
 
 use crate::messaging::codec::MAX_FIELD_LEN;
 use crate::messaging::wire::{
@@ -361,6 +366,11 @@ impl Engine {
     /// The users, their connections and mailboxes, read-only.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The delivery scheduler, read-only: users queued for a push, deliveries in flight.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// Deliveries started and not yet reported.

@@ -33,8 +33,11 @@ pub(crate) struct InFlight {
     pub deadline: Instant,
 }
 
+/// The delivery scheduler of an [`Engine`](super::Engine), read through
+/// [`Engine::scheduler`](super::Engine::scheduler): which users wait for their next push and
+/// which pushes are in flight. Only the engine changes it.
 #[derive(Debug, Default)]
-pub(crate) struct Scheduler {
+pub struct Scheduler {
     /// Users with work to push, by alias and registration (a stale entry is skipped).
     ready: VecDeque<(Bytes, u64)>,
     /// Ids grow with time and every delivery has the same timeout, so the first entry is
@@ -44,22 +47,22 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn enqueue(&mut self, alias: Bytes, uid: u64) {
+    pub(crate) fn enqueue(&mut self, alias: Bytes, uid: u64) {
         self.ready.push_back((alias, uid));
     }
 
-    pub fn next_ready(&mut self) -> Option<(Bytes, u64)> {
+    pub(crate) fn next_ready(&mut self) -> Option<(Bytes, u64)> {
         self.ready.pop_front()
     }
 
-    pub fn start(&mut self, flight: InFlight) -> DeliveryId {
+    pub(crate) fn start(&mut self, flight: InFlight) -> DeliveryId {
         self.next_id += 1;
         let id = DeliveryId(self.next_id);
         self.in_flight.insert(id, flight);
         id
     }
 
-    pub fn finish(&mut self, id: DeliveryId) -> Option<InFlight> {
+    pub(crate) fn finish(&mut self, id: DeliveryId) -> Option<InFlight> {
         self.in_flight.remove(&id)
     }
 
@@ -72,8 +75,18 @@ impl Scheduler {
         self.in_flight.first_key_value().map(|(_, f)| f.deadline)
     }
 
+    /// Users queued for their next push (a user with many pending messages counts once).
+    pub fn queued(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The deliveries in flight, oldest first, with the alias each goes to.
+    pub fn in_flight(&self) -> impl Iterator<Item = (DeliveryId, &Bytes)> {
+        self.in_flight.iter().map(|(id, flight)| (*id, &flight.to))
+    }
+
     /// The oldest in-flight delivery if its deadline is at or before `now`.
-    pub fn expired(&self, now: Instant) -> Option<DeliveryId> {
+    pub(crate) fn expired(&self, now: Instant) -> Option<DeliveryId> {
         self.in_flight.first_key_value().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id)
     }
 }
