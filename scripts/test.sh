@@ -1,64 +1,135 @@
 #!/usr/bin/env bash
-# Runs every test of cartero: the C header's freshness, the Rust crate's unit, integration,
-# property and fault tests, the C programs (built with the sanitizers) and the end-to-end
-# suite against both servers, a test-mode pass over every benchmark, the Python module and
-# examples with pytest (in a virtual environment of its own, under target/py), and a bounded
-# fuzzing run of the request parser. It installs what it needs (cbindgen, cargo-fuzz,
-# maturin, pytest, zeep, Xvfb) by itself.
-set -euo pipefail
+# Runs every test of cartero, suite by suite, and ends with one line per suite and a total:
+# - header: include/cartero.h is what the pinned cbindgen makes of src/ffi;
+# - rust: the crate's unit, integration, property and fault tests, the C programs (built with
+#   the sanitizers) and the end-to-end suite against both servers, and a test-mode pass over
+#   every benchmark (cargo test --all-targets);
+# - python: the module built by maturin into a wheel under target/, installed in a virtual
+#   environment of its own (target/py), then pytest (a build of yours beside the Python
+#   sources is left alone);
+# - fuzz: a bounded fuzzing run of the request parser.
+# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb) by itself.
+# A failing suite does not stop the others; the exit code is 0 only if every suite passed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 CBINDGEN_VERSION=0.29.2
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
-command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
-
-if ! command -v cc >/dev/null; then
-    echo "== installing a C compiler (gcc) for the C tests"
-    apt-get update -qq && apt-get install -y -qq gcc
-fi
-
-echo "== C header: include/cartero.h is what cbindgen $CBINDGEN_VERSION makes of src/ffi"
-if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
-    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force
-fi
-fresh=$(mktemp)
-cbindgen --quiet --config cbindgen.toml --output "$fresh"
-if ! diff -u include/cartero.h "$fresh"; then
-    rm -f "$fresh"
-    echo "include/cartero.h is stale: run cbindgen --config cbindgen.toml --output include/cartero.h and commit it"
-    echo "header: 0 passed, 1 failed"
+die() {
+    echo "test.sh: $*" >&2
     exit 1
+}
+
+command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
+
+apt_updated=
+# Installs Debian packages (as root, as in CI) when one of the commands they bring is missing.
+apt_install() {
+    local command=$1
+    shift
+    command -v "$command" >/dev/null && return 0
+    echo "== installing $* (for $command)"
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq || die "apt-get update failed"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "cannot install $*"
+}
+
+# --- what the suites need ---
+apt_install cc gcc
+apt_install Xvfb xvfb
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
+    cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"
 fi
-rm -f "$fresh"
-
-echo "== Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test"
-cargo test --locked --all-targets
-
-echo "== Python: the module built by maturin in a virtual environment, then pytest"
-if ! command -v Xvfb >/dev/null; then
-    echo "== installing Xvfb for the window test"
-    apt-get update -qq && apt-get install -y -qq xvfb
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz (cargo install, a few minutes the first time)"
+    cargo install cargo-fuzz --locked -q || die "cannot install cargo-fuzz"
 fi
 venv=target/py
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep
-VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" maturin develop -q --locked -m bindings/python/Cargo.toml
-"$venv/bin/python" -m pytest -q bindings/python/tests
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "cannot make a virtual environment (Debian: apt-get install python3-venv)"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep ||
+    die "cannot install maturin, pytest and zeep"
 
-echo "== Fuzzing the request parser for ${FUZZ_SECONDS:=30}s"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
-fi
-# New inputs go to a scratch directory; the committed corpus is only read.
-scratch=$(mktemp -d)
-log=$(mktemp)
-trap 'rm -rf "$scratch" "$log"' EXIT
-# cargo-fuzz asks for nightly features; this toolchain is stable, hence RUSTC_BOOTSTRAP and
-# no sanitizer (the target checks its own invariants with assertions).
-if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_parser "$scratch" corpus/request_parser -s none -- \
+# --- the suites ---
+summary=()
+passed=0
+failed=0
+suite() {
+    local name=$1
+    shift
+    echo
+    echo "== $name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        summary+=("$(printf '%-8s ok      %5ss' "$name" $((SECONDS - start)))")
+    else
+        failed=$((failed + 1))
+        summary+=("$(printf '%-8s FAILED  %5ss' "$name" $((SECONDS - start)))")
+    fi
+}
+
+header() {
+    echo "include/cartero.h must be what cbindgen $CBINDGEN_VERSION makes of src/ffi"
+    local fresh
+    fresh=$(mktemp)
+    cbindgen --quiet --config cbindgen.toml --output "$fresh" || return 1
+    if ! diff -u include/cartero.h "$fresh"; then
+        rm -f "$fresh"
+        echo "include/cartero.h is stale: run cbindgen --config cbindgen.toml --output include/cartero.h and commit it"
+        return 1
+    fi
+    rm -f "$fresh"
+}
+
+rust() {
+    echo "Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test --all-targets"
+    cargo test --locked --all-targets
+}
+
+python() {
+    echo "the module built by maturin into target/wheels, installed in $venv, then pytest"
+    rm -rf target/wheels
+    VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
+        maturin build -q --locked -m bindings/python/Cargo.toml -o target/wheels || return 1
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/*.whl ||
+        return 1
+    "$venv/bin/python" -m pytest -q bindings/python/tests
+}
+
+fuzz() {
+    echo "fuzzing the request parser for ${FUZZ_SECONDS}s over the committed corpus (fuzz/corpus)"
+    # cargo-fuzz asks for nightly features; this toolchain is stable, hence RUSTC_BOOTSTRAP and
+    # no sanitizer (the target checks its own invariants with assertions). cargo fuzz has no
+    # --locked, so the committed fuzz/Cargo.lock is checked first: the build then leaves it as is.
+    cargo fetch --locked -q --manifest-path fuzz/Cargo.toml ||
+        { echo "fuzz/Cargo.lock is out of date: run cargo fetch --manifest-path fuzz/Cargo.toml and commit it"; return 1; }
+    echo "building the fuzz target (the first build compiles the crate with coverage: minutes)"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build request_parser -s none) || return 1
+    local scratch log
+    scratch=$(mktemp -d)
+    log=$(mktemp)
+    # New inputs go to a scratch directory; the committed corpus is only read.
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_parser "$scratch" corpus/request_parser -s none -- \
         -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1); then
-    cat "$log"
-    echo "fuzz: 0 passed, 1 failed (the failing input is under fuzz/artifacts/)"
-    exit 1
-fi
-grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log"
-echo "fuzz: 1 passed, 0 failed"
+        cat "$log"
+        echo "the failing input is under fuzz/artifacts/"
+        rm -rf "$scratch" "$log"
+        return 1
+    fi
+    grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log"
+    rm -rf "$scratch" "$log"
+}
+
+suite header header
+suite rust rust
+suite python python
+suite fuzz fuzz
+
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -6,7 +6,7 @@
 //!
 //! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
 //! helpers), [`console`] (interactive consoles that print incoming lines above the line being
-//! typed) and [`shutdown`] (Ctrl-C and SIGTERM). [`ffi`] is the C face of messaging.
+//! typed), [`shutdown`] (Ctrl-C and SIGTERM) and [`text`] (wording). [`ffi`] is the C face of messaging.
 //!
 //! `docs/architecture.md` draws the layers; `docs/protocols/` holds each protocol's spec.
 //!
@@ -18,6 +18,7 @@ pub mod console;
 pub mod ffi;
 pub mod messaging;
 pub mod shutdown;
+pub mod text;
 
 // Messaging's modules and names under their first paths (`cartero::client::Client`, ...),
 // which the README, the Python module and existing programs use.

@@ -70,6 +70,7 @@ fn server_with_a_taken_port_says_why_in_one_line() {
     assert_eq!(code, 1);
     let line = stderr.lines().find(|l| l.starts_with("cartero:")).expect("an error line");
     assert!(line.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{line}");
+    assert_eq!(stderr.lines().count(), 1, "the error alone, no storage line before it: {stderr}");
 }
 
 #[test]

@@ -40,7 +40,9 @@ fn static_library() -> PathBuf {
             if profile_dir().file_name().is_some_and(|p| p == "release") {
                 build.arg("--release");
             }
-            assert!(build.status().expect("cargo runs").success(), "the static library builds");
+            // Its output is shown only when it fails, so it does not mix with the tests'.
+            let built = build.output().expect("cargo runs");
+            assert!(built.status.success(), "the static library builds:\n{}", String::from_utf8_lossy(&built.stderr));
             let lib = profile_dir().join("libcartero.a");
             assert!(lib.exists(), "{} was built", lib.display());
             lib

@@ -144,6 +144,10 @@ fn a_data_path_that_is_a_file_is_refused() {
     std::fs::write(&file, b"x").unwrap();
     let err = Store::open(&file).err().expect("a file is not a directory");
     assert!(matches!(err, StoreError::Directory { .. }), "{err}");
+    assert!(
+        err.to_string().ends_with("it is a file, not a directory"),
+        "says what is wrong, not \"File exists\": {err}"
+    );
 }
 
 #[test]

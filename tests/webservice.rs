@@ -32,9 +32,11 @@ fn the_json_endpoint_answers_and_refuses_what_it_must() {
     let r = agent.post(format!("{url}/normalize")).header("Content-Type", "application/json").send("{").unwrap();
     assert_eq!(r.status(), 400);
     let big = format!("{{\"text\":\"{}\"}}", "x".repeat(100_000));
-    let r =
+    let mut r =
         agent.post(format!("{url}/normalize")).header("Content-Type", "application/json").send(big.as_str()).unwrap();
     assert_eq!(r.status(), 413);
+    let refusal: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(refusal["error"].as_str().is_some_and(|e| !e.is_empty()), "a JSON error like the others: {refusal}");
     let mut r = agent.get(format!("{url}/?wsdl")).call().unwrap();
     let wsdl = r.body_mut().read_to_string().unwrap();
     for op in ["format", "convert_text", "modify_text"] {
@@ -71,5 +73,6 @@ fn the_console_client_sends_through_the_normalizer_and_refuses_when_it_is_down()
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("normalizer")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("cannot be reached") && lines[0].ends_with("the message was not sent"), "{}", lines[0]);
+    assert!(!lines[0].contains("io:"), "no library prefix in the cause: {}", lines[0]);
     assert!(bob.recv_timeout(Duration::from_millis(500)).is_err(), "nothing was sent");
 }

@@ -14,6 +14,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::text::{count, count_as};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -208,17 +209,20 @@ impl Server {
         let engine_config =
             EngineConfig { record_events: config.console, record_changes: store.is_some(), ..config.engine.clone() };
         let (engine, store) = match store {
-            None => (Engine::new(engine_config), None),
+            None => {
+                tracing::info!("storage: memory (state is lost when the server stops)");
+                (Engine::new(engine_config), None)
+            }
             Some(mut store) => {
                 let started = std::time::Instant::now();
                 let (users, messages) = store.load()?;
                 let counts = (users.len(), messages.len());
                 let engine = Engine::restore(engine_config, users, messages)?;
                 tracing::info!(
-                    "storage: {} restored, {} users and {} pending messages, in {:.2?}",
+                    "storage: {} restored, {} and {}, in {:.2?}",
                     store.path().display(),
-                    counts.0,
-                    counts.1,
+                    count(counts.0 as u64, "user"),
+                    count(counts.1 as u64, "pending message"),
                     started.elapsed()
                 );
                 (engine, Some(store))
@@ -333,13 +337,13 @@ impl Server {
         let st = &shared.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
-            "stopped: {} requests ({} bad or idle), {} connections refused, {} pushes delivered, {} failed, {} store commits ({} failed)",
-            n(&st.requests),
+            "stopped: {} ({} bad or idle), {} refused, {} delivered, {} failed, {} ({} failed)",
+            count(n(&st.requests), "request"),
             n(&st.bad_requests),
-            n(&st.refused_connections),
-            n(&st.deliveries_ok),
+            count(n(&st.refused_connections), "connection"),
+            count_as(n(&st.deliveries_ok), "push", "pushes"),
             n(&st.deliveries_failed),
-            n(&st.commits),
+            count(n(&st.commits), "store commit"),
             n(&st.commit_failures)
         );
         Ok(())

@@ -64,6 +64,10 @@ pub struct Store {
 impl Store {
     /// Opens the store in `dir` (created if missing), taking it for this process alone.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if dir.exists() && !dir.is_dir() {
+            let source = std::io::Error::other("it is a file, not a directory");
+            return Err(StoreError::Directory { path: dir.to_path_buf(), source });
+        }
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
         let err = |e| StoreError::from_sqlite(&path, e);

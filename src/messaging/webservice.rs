@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -230,8 +231,13 @@ struct TextBody {
     text: String,
 }
 
-async fn normalize_json(headers: HeaderMap, body: Bytes) -> Response {
+async fn normalize_json(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let error = |status: StatusCode, why: String| (status, Json(serde_json::json!({ "error": why }))).into_response();
+    // A body over MAX_BODY (413) or one that cannot be read answers in JSON like the rest.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
     if !content_type(&headers).starts_with("application/json") {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json: {\"text\": ...}".into());
     }
@@ -260,10 +266,14 @@ pub fn normalize_remote(url: &str, text: &str, timeout: Duration) -> Result<Stri
     let endpoint = format!("{}/normalize", url.trim_end_matches('/'));
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).build().into();
-    let mut response = agent
-        .post(&endpoint)
-        .send_json(TextBody { text: text.to_string() })
-        .map_err(|e| NormalizeError::Unreachable { url: url.to_string(), detail: e.to_string() })?;
+    let mut response = agent.post(&endpoint).send_json(TextBody { text: text.to_string() }).map_err(|e| {
+        // ureq prefixes its I/O errors with "io: "; the operating system's words are enough.
+        let detail = match e {
+            ureq::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        NormalizeError::Unreachable { url: url.to_string(), detail }
+    })?;
     let bad = |detail: String| NormalizeError::BadAnswer { url: url.to_string(), detail };
     if response.status() != 200 {
         return Err(bad(format!("HTTP {}", response.status())));

@@ -29,8 +29,10 @@ enum Target {
 
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// The server, as host:port.
+    /// The server, as host:port (or host, then the port as the next argument).
     server: String,
+    /// The server's port, when not given after a colon.
+    port: Option<u16>,
     /// The result-code encoding the server should use: ascii or raw.
     #[arg(long, default_value = "ascii")]
     codes: CodeEncoding,
@@ -606,12 +608,33 @@ fn json_string(s: &str) -> String {
     out
 }
 
+/// The address of `host:port`, or of `host` and a separate `port`, or why there is none.
+fn server_address(server: &str, port: Option<u16>) -> Result<SocketAddr, String> {
+    let has_port = server
+        .rsplit_once(':')
+        .is_some_and(|(host, p)| p.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')));
+    let target = match (has_port, port) {
+        (true, None) => server.to_string(),
+        (false, Some(port)) if server.contains(':') && !server.starts_with('[') => format!("[{server}]:{port}"),
+        (false, Some(port)) => format!("{server}:{port}"),
+        (true, Some(_)) => return Err(format!("{server} already names a port; give the port once")),
+        (false, None) => {
+            return Err(format!("no port for {server}: write it as host:port, e.g. cartero check server {server}:8888"))
+        }
+    };
+    match target.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(format!("{target} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {target}: {e}")),
+    }
+}
+
 pub fn run(args: Args) -> ExitCode {
     let Target::Server(args) = args.target;
-    let server = match args.server.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => addr,
-        _ => {
-            eprintln!("cartero: cannot resolve {:?}; write it as host:port", args.server);
+    let server = match server_address(&args.server, args.port) {
+        Ok(addr) => addr,
+        Err(why) => {
+            eprintln!("cartero: {why}");
             return ExitCode::from(2);
         }
     };
@@ -684,5 +707,22 @@ pub fn run(args: Args) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_address;
+
+    #[test]
+    fn the_server_is_host_colon_port_or_host_then_port() {
+        assert_eq!(server_address("127.0.0.1:8888", None).unwrap(), "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(server_address("127.0.0.1", Some(8888)).unwrap(), "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(server_address("::1", Some(8888)).unwrap(), "[::1]:8888".parse().unwrap());
+        assert_eq!(server_address("[::1]:8888", None).unwrap(), "[::1]:8888".parse().unwrap());
+        let no_port = server_address("localhost", None).unwrap_err();
+        assert!(no_port.starts_with("no port for localhost: write it as host:port"), "{no_port}");
+        let twice = server_address("localhost:1", Some(2)).unwrap_err();
+        assert!(twice.contains("give the port once"), "{twice}");
     }
 }

@@ -63,12 +63,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
-    let storage = if args.memory {
-        tracing::info!("storage: memory (state is lost when the server stops)");
-        Storage::Memory
-    } else {
-        Storage::Sqlite(args.data)
-    };
+    let storage = if args.memory { Storage::Memory } else { Storage::Sqlite(args.data) };
     let config = ServerConfig {
         bind: SocketAddr::new(args.bind, args.port),
         storage,
