@@ -139,15 +139,25 @@ fn bench_runs_a_small_load_against_both_servers_and_loses_nothing() {
     let bench = Proc::start(&["bench", "--users", "4", "--messages", "60", "--concurrency", "2,8"]);
     let (code, out, stderr) = bench.finish();
     assert_eq!(code, 0, "stdout: {out:#?}\nstderr: {stderr}");
-    let rows: Vec<Vec<&str>> =
-        out.iter().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() == 10).collect();
-    let cartero: Vec<_> = rows.iter().filter(|r| r[0] == "cartero").collect();
+    // One Markdown table at the end, its header naming each column's unit.
+    let table: Vec<Vec<&str>> = out
+        .iter()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(table[0][2..6], ["messages/s", "pushes/s", "SEND p50 (ms)", "SEND p99 (ms)"], "{out:#?}");
+    let rows = &table[1..];
+    let cartero: Vec<_> = rows.iter().filter(|r| r[0] == "cartero (memory)").collect();
     let baseline: Vec<_> = rows.iter().filter(|r| r[0] == "baseline").collect();
     assert_eq!((cartero.len(), baseline.len()), (2, 2), "{out:#?}");
     for row in cartero.iter().chain(&baseline) {
-        assert_eq!(&row[6..9], ["0", "0", "0"], "errors, lost and duplicated: {row:?}");
+        assert_eq!(row[6..9], ["0", "0", "0"], "errors, lost and duplicated: {row:?}");
         assert!(row[2].parse::<f64>().unwrap() > 0.0, "{row:?}");
     }
+    assert!(cartero.iter().all(|r| r[9].ends_with("% of baseline")), "{cartero:?}");
+    // Off a terminal, no redrawn progress: one line per finished run.
+    assert!(!stderr.contains('\r'), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("bench: ") && l.contains(": done in ")).count(), 4, "{stderr}");
 }
 
 #[test]

@@ -103,13 +103,10 @@ pub fn run(args: Args) -> ExitCode {
     };
     let mut failed = false;
     println!(
-        "cartero bench: {} users with listeners on 127.0.0.1, {} SENDs per run, each with its delivery and acknowledgement",
+        "cartero bench: {} users with listeners on 127.0.0.1; {} SENDs per run, each delivered and acknowledged",
         args.users, args.messages
     );
-    println!(
-        "{:<10} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>5} {:>5} {:>9}",
-        "server", "conc", "msgs/s", "deliv/s", "p50 ms", "p99 ms", "errors", "lost", "dups", "ratio"
-    );
+    let mut table = Table::default();
     for &concurrency in &args.concurrency {
         let durable = args.data.as_ref().map(|dir| {
             let run_dir = dir.join(format!("bench-{}-c{concurrency}", std::process::id()));
@@ -140,12 +137,12 @@ pub fn run(args: Args) -> ExitCode {
             (Ok(c), baseline) => {
                 let base_rate = baseline.as_ref().and_then(|b| b.as_ref().ok()).map(RunResult::ops_per_sec);
                 failed |= c.errors > 0 || c.lost > 0 || c.duplicated > 0;
-                print_row("cartero", concurrency, &c, base_rate);
+                table.row("cartero (memory)", concurrency, &c, base_rate.map(|b| (b, "baseline")));
                 if let Some((dir, durable)) = durable {
                     match durable {
                         Ok(d) => {
                             failed |= d.errors > 0 || d.lost > 0 || d.duplicated > 0;
-                            print_row("durable", concurrency, &d, Some(c.ops_per_sec()));
+                            table.row("cartero (durable)", concurrency, &d, Some((c.ops_per_sec(), "memory")));
                         }
                         Err(e) => {
                             eprintln!("cartero: durable run at concurrency {concurrency}: {e}");
@@ -155,7 +152,7 @@ pub fn run(args: Args) -> ExitCode {
                     let _ = std::fs::remove_dir_all(dir);
                 }
                 match baseline {
-                    Some(Ok(b)) => print_row("baseline", concurrency, &b, None),
+                    Some(Ok(b)) => table.row("baseline", concurrency, &b, None),
                     Some(Err(e)) => eprintln!("cartero: baseline at concurrency {concurrency}: {e}"),
                     None => {}
                 }
@@ -166,7 +163,7 @@ pub fn run(args: Args) -> ExitCode {
             }
         }
     }
-    println!("ratio: cartero's rate over the baseline's; durable's over cartero's in memory");
+    table.print();
     if args.idle_users > 0 {
         match runtime.block_on(measure_idle_users(args.idle_users)) {
             Ok((per_user, total)) => println!(
@@ -200,21 +197,49 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-fn print_row(name: &str, concurrency: usize, r: &RunResult, base_rate: Option<f64>) {
-    let ratio = base_rate.map_or_else(|| "-".to_string(), |b| format!("{:.0}%", 100.0 * r.ops_per_sec() / b));
-    println!(
-        "{:<10} {:>6} {:>10.0} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>5} {:>5} {:>9}",
-        name,
-        concurrency,
-        r.ops_per_sec(),
-        (r.delivered + r.acked) as f64 / r.elapsed.as_secs_f64(),
-        r.percentile(0.5),
-        r.percentile(0.99),
-        r.errors,
-        r.lost,
-        r.duplicated,
-        ratio
-    );
+/// The results, printed as one Markdown table once every run is over.
+#[derive(Default)]
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    /// A run's row; `reference` is the rate it is compared with and what that rate is.
+    fn row(&mut self, server: &str, concurrency: usize, r: &RunResult, reference: Option<(f64, &str)>) {
+        let compared = reference
+            .map_or_else(|| "-".to_string(), |(rate, of)| format!("{:.0}% of {of}", 100.0 * r.ops_per_sec() / rate));
+        self.rows.push(format!(
+            "| {server} | {concurrency} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {compared} |",
+            r.ops_per_sec(),
+            (r.delivered + r.acked) as f64 / r.elapsed.as_secs_f64(),
+            r.percentile(0.5),
+            r.percentile(0.99),
+            r.errors,
+            r.lost,
+            r.duplicated,
+        ));
+    }
+
+    fn print(&self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        println!();
+        println!(
+            "| server | concurrency | messages/s | pushes/s | SEND p50 (ms) | SEND p99 (ms) | errors | lost | duplicated | rate compared |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for row in &self.rows {
+            println!("{row}");
+        }
+        println!();
+        println!(
+            "- concurrency: SENDs in flight at once; messages/s: messages both delivered and acknowledged, per second"
+        );
+        println!("- pushes/s: deliveries plus acknowledgements per second; SEND p50/p99: the SEND's round trip, in milliseconds");
+        println!("- lost: answered with an id but never delivered or acknowledged; duplicated: pushed more than once");
+        println!("- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable)");
+    }
 }
 
 async fn start_cartero(storage: Storage) -> Result<SocketAddr, String> {
@@ -322,8 +347,11 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.elapsed();
-    progress.abort();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     clear_progress();
+    eprintln!("bench: {name} at concurrency {concurrency}: done in {elapsed:.1?}");
     for c in collectors {
         c.abort();
     }
@@ -345,7 +373,8 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
     })
 }
 
-/// A line on standard error, twice a second, with where the run is.
+/// On a terminal, a line on standard error redrawn twice a second with where the run is;
+/// nothing elsewhere (each run says when it is done).
 fn spawn_progress(
     name: &str,
     concurrency: usize,
@@ -353,13 +382,15 @@ fn spawn_progress(
     sent: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     received: Arc<Received>,
-) -> tokio::task::JoinHandle<()> {
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
     let name = name.to_string();
-    let tty = std::io::stderr().is_terminal();
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let start = Instant::now();
         loop {
-            tokio::time::sleep(Duration::from_millis(if tty { 500 } else { 2000 })).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let line = format!(
                 "[{name} c={concurrency} {:.0}s] sent {}/{total}, delivered {}, acked {}, errors {}",
                 start.elapsed().as_secs_f64(),
@@ -370,14 +401,13 @@ fn spawn_progress(
             );
             progress(&line);
         }
-    })
+    }))
 }
 
-/// Shows a progress line on standard error: redrawn in place on a terminal, one line each
-/// otherwise.
+/// Redraws the progress line in place on the terminal.
 fn progress(line: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = if err.is_terminal() { write!(err, "\r{line}\x1b[K") } else { writeln!(err, "{line}") };
+    let _ = write!(err, "\r{line}\x1b[K");
     let _ = err.flush();
 }
 
