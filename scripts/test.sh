@@ -3,10 +3,11 @@
 # - header: include/cartero.h is what the pinned cbindgen makes of src/ffi;
 # - rust: the crate's unit, integration, property and fault tests, the C programs (built with
 #   the sanitizers) and the end-to-end suite against both servers, and a test-mode pass over
-#   every benchmark (cargo test --all-targets);
+#   every benchmark (cargo test --all-targets), and the doc-tests, which run the Rust snippets
+#   of docs/ (cargo test --doc);
 # - python: the module built by maturin into a wheel under target/, installed in a virtual
 #   environment of its own (target/py), then pytest (a build of yours beside the Python
-#   sources is left alone);
+#   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
 # It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb) by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
@@ -85,8 +86,8 @@ header() {
 }
 
 rust() {
-    echo "Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test --all-targets"
-    cargo test --locked --all-targets
+    echo "Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test --all-targets, then the doc-tests"
+    cargo test --locked --all-targets && cargo test --locked --doc
 }
 
 python() {

@@ -27,3 +27,9 @@ pub use messaging::{
     Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError,
     Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
 };
+
+/// The Rust snippets of the guides, compiled and run as doc-tests (`cargo test --doc`), so
+/// none can drift from the library.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/messaging.md")]
+pub struct MessagingGuide;
