@@ -168,7 +168,8 @@ cartero_result cartero_listener_next(const cartero_listener *listener,
                                      uint32_t timeout_ms,
                                      cartero_push **push_out);
 
-// True for an acknowledgement ("SEND MESS ACK"), false for a message.
+// True for an acknowledgement ("SEND MESS ACK" or "SEND MESS ATTACH ACK"), false for a
+// message.
 bool cartero_push_is_ack(const cartero_push *push);
 
 uint32_t cartero_push_id(const cartero_push *push);
@@ -178,6 +179,10 @@ const char *cartero_push_sender(const cartero_push *push);
 
 // The message's text ("" for an acknowledgement); valid until the push is freed.
 const char *cartero_push_body(const cartero_push *push);
+
+// The attached file's name of a SENDATTACH message or of its acknowledgement ("" for a
+// plain message or acknowledgement); valid until the push is freed.
+const char *cartero_push_file(const cartero_push *push);
 
 void cartero_push_free(cartero_push *push);
 

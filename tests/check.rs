@@ -182,6 +182,8 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
                 (Reply::ConnectedUsers(L::Ok { users: st.connected.iter().map(|a| a.clone().into()).collect() }), None)
             }
         },
+        // A 2022/23 server: the operations of SPEC 8 are not among its own.
+        Request::Users { .. } | Request::SendAttach { .. } => (Reply::failure(request.operation()), None),
     }
 }
 

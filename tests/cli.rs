@@ -148,3 +148,37 @@ fn bench_runs_a_small_load_against_both_servers_and_loses_nothing() {
         assert!(row[2].parse::<f64>().unwrap() > 0.0, "{row:?}");
     }
 }
+
+/// `--course 2025` answers with raw codes and prints SENDATTACH's and USERS' console lines;
+/// `--codes` still overrides the course's default.
+#[test]
+fn serve_course_2025_uses_raw_codes_and_prints_sendattach_lines() {
+    use std::io::Read;
+    let exchange = |port: u16, bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.write_all(bytes).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        reply
+    };
+    let (mut server, port) = serve(&["--course", "2025"]);
+    assert_eq!(exchange(port, b"REGISTER\0ana\0"), b"\x00");
+    server.expect(&["s> REGISTER ana OK"]);
+    assert_eq!(exchange(port, b"SENDATTACH\0ana\0ana\0hola\0/tmp/a b.txt\0"), b"\x001\0");
+    server.expect(&["s> SENDATTACH MESSAGE 1 FROM ana TO ana FILE /tmp/a b.txt STORED"]);
+    let ana = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(exchange(port, format!("CONNECT\0ana\0{}\0", ana.port()).as_bytes()), b"\x00");
+    server.expect(&["s> CONNECT ana OK", "s> SENDATTACH MESSAGE 1 FROM ana TO ana FILE /tmp/a b.txt"]);
+    assert_eq!(exchange(port, b"USERS\0nobody\0"), b"\x02");
+    server.expect(&["s> USERS FAIL"]);
+    drop(server);
+
+    let (_server, port) = serve(&["--course", "2025", "--codes", "ascii"]);
+    assert_eq!(exchange(port, b"REGISTER\0ana\0"), b"0\0");
+    let bad = Proc::start(&["serve", "-p", "0", "--memory", "--course", "2024"]);
+    let (code, _, stderr) = bad.finish();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("expected one of: 2022, 2025"), "{stderr}");
+}

@@ -10,7 +10,9 @@ use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use crate::messaging::engine::{DeliveryOutcome, Engine, EngineConfig};
-use crate::messaging::wire::{ProtocolError, Push, PushDecoder, Reply, ReplyDecoder, Request, RequestDecoder, WireSettings};
+use crate::messaging::wire::{
+    ProtocolError, Push, PushDecoder, Reply, ReplyDecoder, Request, RequestDecoder, WireSettings,
+};
 
 /// What one simulated listener received.
 #[derive(Debug, Default)]

@@ -416,7 +416,9 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
             let op = request.operation();
             let (reply, durable, events) = {
                 let mut engine = shared.engine();
-                if shared.degraded.load(Ordering::Acquire) && op != Operation::ConnectedUsers {
+                if shared.degraded.load(Ordering::Acquire)
+                    && !matches!(op, Operation::ConnectedUsers | Operation::Users)
+                {
                     // The store cannot take writes: refuse rather than answer what would be lost.
                     (Reply::failure(op), None, Vec::new())
                 } else {

@@ -270,6 +270,10 @@ fn push_to_py(py: Python<'_>, push: Push) -> PyResult<Py<PyAny>> {
     let obj = match push {
         Push::Message { sender, id, body } => types.getattr("Message")?.call1((text(&sender), id, text(&body)))?,
         Push::Ack { id } => types.getattr("Ack")?.call1((id,))?,
+        Push::AttachMessage { sender, id, body, file } => {
+            types.getattr("AttachMessage")?.call1((text(&sender), id, text(&body), text(&file)))?
+        }
+        Push::AttachAck { id, file } => types.getattr("AttachAck")?.call1((id, text(&file)))?,
     };
     Ok(obj.unbind())
 }

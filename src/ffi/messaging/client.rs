@@ -208,6 +208,9 @@ pub struct cartero_push {
     id: u32,
     sender: CString,
     body: CString,
+    /// The attached file's name of a SENDATTACH message or its acknowledgement (SPEC 8);
+    /// empty otherwise.
+    file: CString,
 }
 
 /// Waits up to `timeout_ms` for the next push: `CARTERO_OK` with `*push_out` set,
@@ -230,17 +233,25 @@ pub extern "C" fn cartero_listener_next(
         })?;
         // Fields never hold a NUL, so these conversions cannot fail.
         let text = |b: &[u8]| CString::new(b.to_vec()).map_err(|_| CARTERO_PROTOCOL_ERROR);
+        let none = CString::default;
         *o = boxed(match push {
-            Push::Ack { id } => cartero_push { is_ack: true, id, sender: CString::default(), body: CString::default() },
+            Push::Ack { id } => cartero_push { is_ack: true, id, sender: none(), body: none(), file: none() },
             Push::Message { sender, id, body } => {
-                cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)? }
+                cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)?, file: none() }
+            }
+            Push::AttachAck { id, file } => {
+                cartero_push { is_ack: true, id, sender: none(), body: none(), file: text(&file)? }
+            }
+            Push::AttachMessage { sender, id, body, file } => {
+                cartero_push { is_ack: false, id, sender: text(&sender)?, body: text(&body)?, file: text(&file)? }
             }
         });
         Ok(())
     })
 }
 
-/// True for an acknowledgement ("SEND MESS ACK"), false for a message.
+/// True for an acknowledgement ("SEND MESS ACK" or "SEND MESS ATTACH ACK"), false for a
+/// message.
 #[no_mangle]
 pub extern "C" fn cartero_push_is_ack(push: *const cartero_push) -> bool {
     arg(push).is_ok_and(|p| p.is_ack)
@@ -261,6 +272,13 @@ pub extern "C" fn cartero_push_sender(push: *const cartero_push) -> *const c_cha
 #[no_mangle]
 pub extern "C" fn cartero_push_body(push: *const cartero_push) -> *const c_char {
     arg(push).map_or(std::ptr::null(), |p| p.body.as_ptr())
+}
+
+/// The attached file's name of a SENDATTACH message or of its acknowledgement ("" for a
+/// plain message or acknowledgement); valid until the push is freed.
+#[no_mangle]
+pub extern "C" fn cartero_push_file(push: *const cartero_push) -> *const c_char {
+    arg(push).map_or(std::ptr::null(), |p| p.file.as_ptr())
 }
 
 #[no_mangle]

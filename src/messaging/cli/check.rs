@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
 use crate::messaging::Push;
+use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 #[derive(clap::Args)]

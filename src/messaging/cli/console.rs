@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::console::{Input, Printer};
 use crate::messaging::client::blocking::{Client, Listener};
 use crate::messaging::client::ClientError;
-use crate::messaging::wire::{ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply};
-use crate::console::{Input, Printer};
+use crate::messaging::wire::{
+    ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply,
+};
 use crate::messaging::{Push, MAX_FIELD_LEN};
 
 #[derive(clap::Args)]
@@ -67,6 +69,13 @@ fn push_text(push: &Push) -> String {
             String::from_utf8_lossy(body)
         ),
         Push::Ack { id } => format!("s> SEND MESSAGE {id} OK"),
+        Push::AttachMessage { sender, id, body, file } => format!(
+            "s> MESSAGE {id} FROM {}\n   {}\n   END\n   FILE {}",
+            String::from_utf8_lossy(sender),
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(file)
+        ),
+        Push::AttachAck { id, file } => format!("s> SENDATTACH MESSAGE {id} {} OK", String::from_utf8_lossy(file)),
     }
 }
 

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messaging::wire::{
+    CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder,
+};
 use bytes::{Bytes, BytesMut};
-use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;

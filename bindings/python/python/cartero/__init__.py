@@ -20,7 +20,7 @@ from ._errors import (
     ServerError,
     UserNotFound,
 )
-from ._types import Ack, Message
+from ._types import Ack, AttachAck, AttachMessage, Message
 from ._native import (
     Client,
     Delivery,
@@ -37,6 +37,8 @@ from ._native import (
 
 __all__ = [
     "Ack",
+    "AttachAck",
+    "AttachMessage",
     "AliasInUse",
     "AlreadyConnected",
     "BadRequest",
