@@ -182,3 +182,26 @@ fn serve_course_2025_uses_raw_codes_and_prints_sendattach_lines() {
     assert_ne!(code, 0);
     assert!(stderr.contains("expected one of: 2022, 2025"), "{stderr}");
 }
+
+#[test]
+fn client_course_2025_session_of_spec_8() {
+    let (_server, port) = serve(&["--course", "2025"]);
+    let port = port.to_string();
+    let args = ["client", "-s", "127.0.0.1", "-p", &port, "--course", "2025"];
+    let (mut bob, mut ana) = (Proc::start(&args), Proc::start(&args));
+    let dir = tempfile::tempdir().unwrap();
+    common::spec8_session(&mut bob, &mut ana, dir.path());
+    // A relative file name is sent, and the console says it is not absolute.
+    ana.type_line("SENDATTACH bob hola notes.txt");
+    ana.expect(&["s> SENDATTACH OK - MESSAGE 2"]);
+    bob.expect(&["s> MESSAGE 2 FROM ana", "   hola", "   END", "   FILE notes.txt"]);
+    ana.expect(&["s> SENDATTACH MESSAGE 2 notes.txt OK"]);
+    let long = format!("/{}", "x".repeat(255));
+    ana.type_line(&format!("SENDATTACH bob hola {long}"));
+    ana.expect(&["s> SENDATTACH FAIL"]);
+    let (_, _, ana_err) = ana.finish();
+    assert!(ana_err.contains("\"notes.txt\" is not an absolute path"), "{ana_err}");
+    assert!(ana_err.contains("the file name has 256 bytes"), "{ana_err}");
+    let (_, _, bob_err) = bob.finish();
+    assert!(bob_err.contains("does not offer that file"), "{bob_err}");
+}

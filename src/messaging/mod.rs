@@ -19,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod engine;
+pub mod files;
 pub mod harness;
 pub mod server;
 pub mod store;
