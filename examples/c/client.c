@@ -20,6 +20,9 @@
 #include "cartero.h"
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held from a SEND's request to its printed reply, so that its acknowledgement (a push the
+ * listener may get first) never prints above the reply. Taken before out_lock. */
+static pthread_mutex_t replying = PTHREAD_MUTEX_INITIALIZER;
 static cartero_client *client;
 static char user[256];          /* the alias last registered or connected: SEND's sender */
 static char connected[256];     /* the alias connected from here, "" if none */
@@ -56,6 +59,7 @@ static void *print_pushes(void *arg) {
         cartero_result r = cartero_listener_next(listener, 100, &p);
         if (r == CARTERO_TIMEOUT) continue;
         if (r != CARTERO_OK) break;
+        pthread_mutex_lock(&replying);
         pthread_mutex_lock(&out_lock);
         const char *file = cartero_push_file(p);
         if (cartero_push_is_ack(p) && file[0]) printf("s> SENDATTACH MESSAGE %u %s OK\n", cartero_push_id(p), file);
@@ -66,6 +70,7 @@ static void *print_pushes(void *arg) {
         }
         fflush(stdout);
         pthread_mutex_unlock(&out_lock);
+        pthread_mutex_unlock(&replying);
         cartero_push_free(p);
     }
     return NULL;
@@ -157,17 +162,17 @@ static void do_send(char *recipient, char *body) {
     }
     uint8_t code;
     uint32_t id = 0;
+    pthread_mutex_lock(&replying);
     cartero_result r = cartero_client_send(client, user, recipient, body, &code, &id);
+    char line[64];
     if (r != CARTERO_OK) {
         cause(r);
-        say("s> SEND FAIL");
-        return;
-    }
-    char line[64];
-    if (code == 0) snprintf(line, sizeof line, "s> SEND OK - MESSAGE %u", id);
+        snprintf(line, sizeof line, "s> SEND FAIL");
+    } else if (code == 0) snprintf(line, sizeof line, "s> SEND OK - MESSAGE %u", id);
     else if (code == 1) snprintf(line, sizeof line, "s> SEND FAIL%sUSER DOES NOT EXIST", sep);
     else snprintf(line, sizeof line, "s> SEND FAIL");
     say(line);
+    pthread_mutex_unlock(&replying);
 }
 
 static void do_send_attach(char *recipient, char *body, char *file) {
@@ -183,19 +188,20 @@ static void do_send_attach(char *recipient, char *body, char *file) {
     }
     if (file[0] != '/')
         fprintf(stderr, "cartero-client-c: \"%s\" is not an absolute path (the statement asks for one); it is sent as is\n", file);
-    uint8_t code;
+    uint8_t code = 2;
     uint32_t id = 0;
+    pthread_mutex_lock(&replying);
     cartero_result r = cartero_client_send_attach(client, user, recipient, body, file, &code, &id);
     if (r != CARTERO_OK) {
         cause(r);
-        say("s> SENDATTACH FAIL");
-        return;
+        code = 2;
     }
-    if (code == 0 && (listener == NULL || cartero_listener_offer(listener, file) != CARTERO_OK))
+    if (r == CARTERO_OK && code == 0 && (listener == NULL || cartero_listener_offer(listener, file) != CARTERO_OK))
         fprintf(stderr, "cartero-client-c: \"%s\" cannot be offered to GETFILE (CONNECT first)\n", file);
     char line[64];
     snprintf(line, sizeof line, "s> SENDATTACH OK - MESSAGE %u", id);
     say(code == 0 ? line : code == 1 ? "s> SENDATTACH FAIL, USER DOES NOT EXIST" : "s> SENDATTACH FAIL");
+    pthread_mutex_unlock(&replying);
 }
 
 /* USERS; with print == 0 it only refreshes the table of known users. */

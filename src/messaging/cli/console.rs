@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -75,6 +75,9 @@ struct Console {
     offers: Offers,
     /// Where each user listens, from the last USERS answer.
     known: HashMap<String, SocketAddr>,
+    /// Held from a SEND's request to its printed reply, so that its acknowledgement (a push
+    /// the listener may get first) never prints above the reply.
+    replying: Arc<Mutex<()>>,
 }
 
 fn push_text(push: &Push) -> String {
@@ -244,11 +247,15 @@ impl Console {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let printer = self.printer.clone();
+        let replying = self.replying.clone();
         let thread = std::thread::spawn(move || {
             let listener = listener;
             while !stopping.load(Ordering::Acquire) {
                 match listener.recv_timeout(Duration::from_millis(100)) {
-                    Ok(push) => printer.print(push_text(&push)),
+                    Ok(push) => {
+                        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
+                        printer.print(push_text(&push));
+                    }
                     Err(true) => return,
                     Err(false) => {}
                 }
@@ -314,6 +321,8 @@ impl Console {
             return;
         };
         let sep = self.sep();
+        let replying = self.replying.clone();
+        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
         let line = match self.client.send(&sender, recipient, body) {
             Ok(SendReply::Ok { id }) => format!("s> SEND OK - MESSAGE {id}"),
             Ok(SendReply::NoSuchUser) => format!("s> SEND FAIL{sep}USER DOES NOT EXIST"),
@@ -345,6 +354,8 @@ impl Console {
             self.out("s> SENDATTACH FAIL");
             return;
         };
+        let replying = self.replying.clone();
+        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
         let line = match self.client.send_attach(&sender, recipient, message, file) {
             Ok(SendReply::Ok { id }) => {
                 if !self.offers.offer(file.as_bytes()) {
@@ -477,6 +488,7 @@ pub fn run(args: Args) -> ExitCode {
         file_answer: args.file_answer,
         offers: Offers::new(),
         known: HashMap::new(),
+        replying: Arc::new(Mutex::new(())),
     };
     while let Some(line) = input.read_line() {
         if !console.command(&line) {
