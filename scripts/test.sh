@@ -30,6 +30,12 @@ if ! diff -u include/cartero.h "$fresh"; then
 fi
 rm -f "$fresh"
 
+# The RPC log's test (tests/rpclog.rs) starts rpcbind and builds an rpcgen client.
+if ! command -v rpcgen >/dev/null || [ ! -x /usr/sbin/rpcbind ] || [ ! -f /usr/include/tirpc/rpc/rpc.h ]; then
+    echo "== installing rpcbind, rpcgen (rpcsvc-proto) and libtirpc-dev for the RPC log test"
+    apt-get update -qq && apt-get install -y -qq rpcbind rpcsvc-proto libtirpc-dev
+fi
+
 echo "== Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test"
 cargo test --locked --all-targets
 

@@ -44,6 +44,8 @@ pub enum Command {
     Trace(messaging::cli::trace::Args),
     #[command(hide = true)]
     Webservice(messaging::cli::webservice::Args),
+    #[command(subcommand, hide = true)]
+    Rpclog(messaging::cli::rpclog::Command),
 }
 
 /// Parses the command line and runs it: the whole `cartero` binary.
@@ -59,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => M::Check(a),
         Command::Trace(a) => M::Trace(a),
         Command::Webservice(a) => M::Webservice(a),
+        Command::Rpclog(c) => M::Rpclog(c),
     };
     messaging::cli::run(messaging_verb)
 }

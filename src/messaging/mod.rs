@@ -21,6 +21,7 @@ pub mod codec;
 pub mod engine;
 pub mod files;
 pub mod harness;
+pub mod rpclog;
 pub mod server;
 pub mod store;
 pub mod webservice;

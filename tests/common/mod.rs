@@ -25,8 +25,14 @@ impl Proc {
 
     /// Starts another program than `cartero` (a C example, say) the same way.
     pub fn start_program(program: &str, args: &[&str]) -> Proc {
+        Proc::start_with_env(program, args, &[])
+    }
+
+    /// [`start_program`](Self::start_program) with environment variables set.
+    pub fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -96,6 +96,8 @@ pub fn run(args: Args) -> ExitCode {
         max_connections: args.max_connections,
         max_deliveries: args.max_deliveries,
         console: true,
+        // SPEC 8, Part 3: the statement names the variable.
+        log_rpc: std::env::var("LOG_RPC_IP").ok().filter(|h| !h.trim().is_empty()),
     };
     let runtime = match crate::cli::runtime() {
         Ok(rt) => rt,
