@@ -213,3 +213,31 @@ fn a_requester_that_stops_reading_holds_up_nothing_else() {
     stuck.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"OK\x0033554432\0");
 }
+
+/// The async listener serves GET FILE the same way (and still takes pushes).
+#[test]
+fn the_async_listener_serves_get_file_too() {
+    let port = server();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let notes = home.path().join("notes.txt");
+    std::fs::write(&notes, b"async notes").unwrap();
+    let name = notes.to_str().unwrap().to_string();
+    let offers = Offers::new();
+    let mut ana = rt.block_on(cartero::client::Listener::bind_offering(LOCAL, offers.clone())).unwrap();
+    let c = Client::new("127.0.0.1", port).with_timeout(LIMIT);
+    c.register_alias("ana").unwrap();
+    assert_eq!(c.connect("ana", ana.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(c.send_attach("ana", "ana", "para mi", &name).unwrap(), SendReply::Ok { id: 1 });
+    assert!(offers.offer(name.as_bytes()));
+    let first = rt.block_on(async { tokio::time::timeout(LIMIT, ana.next()).await }).unwrap().unwrap();
+    assert!(matches!(first, Push::AttachMessage { id: 1, .. }), "{first:?}");
+    let addr = SocketAddr::new(LOCAL, ana.port());
+    let dest = home.path().join("copy.txt");
+    assert_eq!(get_file(addr, b"ana", name.as_bytes(), &dest, AnswerForm::Sized).unwrap(), 11);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"async notes");
+    let refused = get_file(addr, b"ana", b"/etc/hostname", &home.path().join("x"), AnswerForm::Sized);
+    assert!(matches!(refused, Err(GetFileError::Refused)), "{refused:?}");
+    let ack = rt.block_on(async { tokio::time::timeout(LIMIT, ana.next()).await }).unwrap().unwrap();
+    assert!(matches!(ack, Push::AttachAck { id: 1, .. }), "{ack:?}");
+}
