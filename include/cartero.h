@@ -46,6 +46,12 @@ typedef enum {
   CARTERO_CLOSED = 15,
   // An internal buffer would grow past its bound: take what is there first.
   CARTERO_BUFFER_FULL = 16,
+  // GETFILE: the other user's listener does not offer that file (SPEC 8).
+  CARTERO_REFUSED = 17,
+  // GETFILE: the transfer ended before the whole file arrived; nothing was kept.
+  CARTERO_TRUNCATED = 18,
+  // GETFILE: the local file cannot be written.
+  CARTERO_LOCAL_FILE = 19,
 } cartero_result;
 
 // An owned byte buffer made by the library: a reply, a push's bytes, a console line, a field.
@@ -64,7 +70,8 @@ typedef struct cartero_engine cartero_engine;
 // Splits a byte stream into NUL-terminated fields.
 typedef struct cartero_field_decoder cartero_field_decoder;
 
-// A user's listening socket on a free port: a thread receives the server's pushes.
+// A user's listening socket on a free port: a thread receives the server's pushes, and
+// answers GET FILE for the files offered with `cartero_listener_offer`.
 typedef struct cartero_listener cartero_listener;
 
 // A push received by a listener: a message or an acknowledgement.
@@ -153,8 +160,46 @@ cartero_result cartero_client_connected_users(const cartero_client *client,
                                               cartero_bytes **users_out,
                                               size_t *count_out);
 
+// SENDATTACH (SPEC 8): a message and the name of a file. On code 0, `*id_out` gets the
+// message's id (left alone otherwise). Offer the file on the sender's listener with
+// `cartero_listener_offer` so that the recipient can fetch it.
+cartero_result cartero_client_send_attach(const cartero_client *client,
+                                          const char *sender,
+                                          const char *recipient,
+                                          const char *body,
+                                          const char *file,
+                                          uint8_t *code_out,
+                                          uint32_t *id_out);
+
+// USERS (SPEC 8), with the requester's `alias` or, if NULL, without it. On code 0,
+// `*users_out` gets three NUL-terminated strings per user, in connection order: the name,
+// the IP as text and the port as decimal text; `*count_out` gets how many users. Both are
+// left alone otherwise.
+cartero_result cartero_client_users(const cartero_client *client,
+                                    const char *alias,
+                                    uint8_t *code_out,
+                                    cartero_bytes **users_out,
+                                    size_t *count_out);
+
+// GETFILE (SPEC 8): asks the listener at `ip`:`port` for its user's file `remote`, on
+// behalf of `requester`, and writes it to `local` through a temporary file beside it.
+// `form`: 0 auto, 1 sized (`OK`, size, bytes), 2 a zero byte then the bytes, 3 raw bytes.
+// `CARTERO_OK` when the whole file is in place; otherwise no file is left and the result
+// says why (`CARTERO_REFUSED`, `CARTERO_TRUNCATED`, `CARTERO_CONNECT_FAILED`...).
+cartero_result cartero_get_file(const char *ip,
+                                uint16_t port,
+                                const char *requester,
+                                const char *remote,
+                                const char *local,
+                                uint32_t form);
+
 // Listens on a free port of `ip` ("0.0.0.0" to be reachable from other machines).
 cartero_result cartero_listener_new(const char *ip, cartero_listener **listener_out);
+
+// Lets the listener serve GET FILE for `file` (SPEC 8): call it after a SENDATTACH of that
+// file got code 0. No other file is ever served. `CARTERO_INVALID_ARGUMENT` if the name is
+// empty, not UTF-8, or the table is full.
+cartero_result cartero_listener_offer(const cartero_listener *listener, const char *file);
 
 // The port the listener got (0 for NULL).
 uint16_t cartero_listener_port(const cartero_listener *listener);
@@ -168,7 +213,8 @@ cartero_result cartero_listener_next(const cartero_listener *listener,
                                      uint32_t timeout_ms,
                                      cartero_push **push_out);
 
-// True for an acknowledgement ("SEND MESS ACK"), false for a message.
+// True for an acknowledgement ("SEND MESS ACK" or "SEND MESS ATTACH ACK"), false for a
+// message.
 bool cartero_push_is_ack(const cartero_push *push);
 
 uint32_t cartero_push_id(const cartero_push *push);
@@ -178,6 +224,10 @@ const char *cartero_push_sender(const cartero_push *push);
 
 // The message's text ("" for an acknowledgement); valid until the push is freed.
 const char *cartero_push_body(const cartero_push *push);
+
+// The attached file's name of a SENDATTACH message or of its acknowledgement ("" for a
+// plain message or acknowledgement); valid until the push is freed.
+const char *cartero_push_file(const cartero_push *push);
 
 void cartero_push_free(cartero_push *push);
 

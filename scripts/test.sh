@@ -9,7 +9,8 @@
 #   environment of its own (target/py), then pytest (a build of yours beside the Python
 #   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
-# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb) by itself.
+# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb, rpcbind,
+# rpcgen and libtirpc) by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +25,17 @@ die() {
 command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
 
 apt_updated=
-# Installs Debian packages (as root, as in CI) when one of the commands they bring is missing.
+# Installs Debian packages (as root, as in CI) when what they bring is missing: a command, or
+# a file when given as an absolute path.
 apt_install() {
-    local command=$1
+    local needed=$1
     shift
-    command -v "$command" >/dev/null && return 0
-    echo "== installing $* (for $command)"
+    if [ "${needed#/}" != "$needed" ]; then
+        [ -e "$needed" ] && return 0
+    else
+        command -v "$needed" >/dev/null && return 0
+    fi
+    echo "== installing $* (for $needed)"
     if [ -z "$apt_updated" ]; then
         apt-get update -qq || die "apt-get update failed"
         apt_updated=1
@@ -40,6 +46,10 @@ apt_install() {
 # --- what the suites need ---
 apt_install cc gcc
 apt_install Xvfb xvfb
+# The RPC log's test (tests/rpclog.rs) starts rpcbind and builds an rpcgen client on libtirpc.
+apt_install rpcgen rpcsvc-proto
+apt_install /usr/sbin/rpcbind rpcbind
+apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"

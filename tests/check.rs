@@ -46,10 +46,18 @@ fn the_checker_passes_cartero_serve_in_every_wire_setting() {
         assert_eq!(code, 0, "{lines:#?}");
         let summary = lines.last().unwrap();
         assert!(summary.starts_with("check: ") && summary.ends_with(" passed, 0 failed"), "{summary}");
+        for clause in ["A1", "A4", "A5", "A6", "A7", "A8", "A9"] {
+            assert!(lines.iter().any(|l| l.starts_with(&format!("PASS {clause} "))), "{clause}: {lines:#?}");
+        }
+        assert!(!lines.iter().any(|l| l.starts_with("SKIP")), "{lines:#?}");
         let (code, lines, _) = check(port, &["--auto"]);
         assert_eq!(code, 0, "{lines:#?}");
         assert_eq!(lines[0], format!("detected: result codes {codes}, push names {names}"));
     }
+    let (_server, port) = serve(&["--course", "2025"]);
+    let (code, lines, _) = check(port, &["--auto"]);
+    assert_eq!(code, 0, "{lines:#?}");
+    assert_eq!(lines[0], "detected: result codes raw, push names spaced");
 }
 
 #[test]
@@ -182,6 +190,8 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
                 (Reply::ConnectedUsers(L::Ok { users: st.connected.iter().map(|a| a.clone().into()).collect() }), None)
             }
         },
+        // A 2022/23 server: the operations of SPEC 8 are not among its own.
+        Request::Users { .. } | Request::SendAttach { .. } => (Reply::failure(request.operation()), None),
     }
 }
 
@@ -216,6 +226,8 @@ fn fake_server(faults: Faults) -> u16 {
                 let mut buf = BytesMut::from(&bytes[..]);
                 let mut decoder = RequestDecoder::new();
                 let (reply, then_deliver) = match decoder.decode_eof(&mut buf) {
+                    // A 2022/23 server: SPEC 8's operations are unknown, closed unanswered.
+                    Ok(Some(Request::Users { .. } | Request::SendAttach { .. })) => return,
                     Ok(Some(request)) => answer(&state, peer.ip(), &request, faults),
                     _ => match decoder.operation() {
                         Some(op) => (Reply::failure(op), None),
@@ -241,6 +253,10 @@ fn a_faithful_fake_passes_so_the_faults_below_are_what_fails() {
     let (code, lines, _) = check(port, &[]);
     assert_eq!(failed(&lines), Vec::<String>::new(), "{lines:#?}");
     assert_eq!(code, 0);
+    // A 2022/23 server: the clauses of the 2025/26 course are skipped, in one line.
+    let skips: Vec<&String> = lines.iter().filter(|l| l.starts_with("SKIP")).collect();
+    assert_eq!(skips.len(), 1, "{lines:#?}");
+    assert!(skips[0].contains("does not answer USERS"), "{}", skips[0]);
 }
 
 #[test]
@@ -345,4 +361,54 @@ fn trace_shows_each_exchange_and_flags_deviations() {
         all.contains("(incomplete request) => 2  [SPEC: connection ended before the message was complete]"),
         "{all}"
     );
+}
+
+#[test]
+fn trace_decodes_the_course_2025_operations_pushes_and_get_file() {
+    let (_server, port) = serve(&["--course", "2025"]);
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (to, listen_s) = (format!("127.0.0.1:{port}"), listen.to_string());
+    let mut trace = common::Proc::start(&[
+        "trace",
+        "--listen",
+        &listen_s,
+        "--to",
+        &to,
+        "--listener-proxy",
+        "--codes",
+        "raw",
+        "--max-connections",
+        "5",
+    ]);
+    assert!(trace.line().starts_with("tracing 127.0.0.1:"));
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("apuntes.txt");
+    std::fs::write(&notes, b"tema 1").unwrap();
+    let notes = notes.to_str().unwrap();
+    let c = cartero::client::blocking::Client::new("127.0.0.1", listen).with_timeout(Duration::from_secs(5));
+    c.register_alias("ana").unwrap();
+    let offers = cartero::messaging::files::Offers::new();
+    let ana = cartero::client::blocking::Listener::bind_offering("127.0.0.1".parse().unwrap(), offers.clone()).unwrap();
+    c.connect("ana", ana.port()).unwrap();
+    c.send_attach("ana", "ana", "mira", notes).unwrap();
+    assert!(offers.offer(notes.as_bytes()));
+    assert!(matches!(ana.recv_timeout(Duration::from_secs(5)), Ok(Push::AttachMessage { .. })));
+    assert!(matches!(ana.recv_timeout(Duration::from_secs(5)), Ok(Push::AttachAck { .. })));
+    let cartero::wire::UsersReply::Ok { users } = c.users(Some(b"ana")).unwrap() else { panic!("USERS") };
+    // The address the server lists is the tracer's stand-in listener: GETFILE goes through it.
+    let addr = std::net::SocketAddr::new(users[0].ip, users[0].port);
+    let copy = dir.path().join("copia.txt");
+    let form = cartero::messaging::files::AnswerForm::Auto;
+    assert_eq!(cartero::messaging::files::get_file(addr, b"bob", notes.as_bytes(), &copy, form).unwrap(), 6);
+    c.users(Some(b"nobody")).unwrap();
+    let (code, rest, _) = trace.finish();
+    assert_eq!(code, 0);
+    let all = rest.join("\n");
+    assert!(all.contains(&format!("SENDATTACH \"ana\" \"ana\" \"mira\" \"{notes}\" => 0, id 1")), "{all}");
+    assert!(all.contains(&format!("push to \"ana\": SEND MESSAGE ATTACH \"ana\" 1 \"mira\" \"{notes}\"")), "{all}");
+    assert!(all.contains(&format!("push to \"ana\": SEND MESS ATTACH ACK 1 \"{notes}\"")), "{all}");
+    assert!(all.contains("USERS \"ana\" => 0, 1 users: ana :: 127.0.0.1 :: "), "{all}");
+    assert!(all.contains(&format!("get file from \"ana\": \"GET FILE\" \"bob\" \"{notes}\" => OK, 6 bytes")), "{all}");
+    assert!(all.contains("USERS \"nobody\" => 2"), "{all}");
+    assert!(!all.contains("[SPEC:"), "no deviation: {all}");
 }

@@ -195,3 +195,60 @@ fn messaging_verbs_work_under_cartero_messaging_as_under_their_aliases() {
     }
     server.expect(&["s> REGISTER messaging OK", "s> REGISTER client OK"]);
 }
+
+/// `--course 2025` answers with raw codes and prints SENDATTACH's and USERS' console lines;
+/// `--codes` still overrides the course's default.
+#[test]
+fn serve_course_2025_uses_raw_codes_and_prints_sendattach_lines() {
+    use std::io::Read;
+    let exchange = |port: u16, bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        s.write_all(bytes).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        reply
+    };
+    let (mut server, port) = serve(&["--course", "2025"]);
+    assert_eq!(exchange(port, b"REGISTER\0ana\0"), b"\x00");
+    server.expect(&["s> REGISTER ana OK"]);
+    assert_eq!(exchange(port, b"SENDATTACH\0ana\0ana\0hola\0/tmp/a b.txt\0"), b"\x001\0");
+    server.expect(&["s> SENDATTACH MESSAGE 1 FROM ana TO ana FILE /tmp/a b.txt STORED"]);
+    let ana = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    assert_eq!(exchange(port, format!("CONNECT\0ana\0{}\0", ana.port()).as_bytes()), b"\x00");
+    server.expect(&["s> CONNECT ana OK", "s> SENDATTACH MESSAGE 1 FROM ana TO ana FILE /tmp/a b.txt"]);
+    assert_eq!(exchange(port, b"USERS\0nobody\0"), b"\x02");
+    server.expect(&["s> USERS FAIL"]);
+    drop(server);
+
+    let (_server, port) = serve(&["--course", "2025", "--codes", "ascii"]);
+    assert_eq!(exchange(port, b"REGISTER\0ana\0"), b"0\0");
+    let bad = Proc::start(&["serve", "-p", "0", "--memory", "--course", "2024"]);
+    let (code, _, stderr) = bad.finish();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("expected one of: 2022, 2025"), "{stderr}");
+}
+
+#[test]
+fn client_course_2025_session_of_spec_8() {
+    let (_server, port) = serve(&["--course", "2025"]);
+    let port = port.to_string();
+    let args = ["client", "-s", "127.0.0.1", "-p", &port, "--course", "2025"];
+    let (mut bob, mut ana) = (Proc::start(&args), Proc::start(&args));
+    let dir = tempfile::tempdir().unwrap();
+    common::spec8_session(&mut bob, &mut ana, dir.path());
+    // A relative file name is sent, and the console says it is not absolute.
+    ana.type_line("SENDATTACH bob hola notes.txt");
+    ana.expect(&["s> SENDATTACH OK - MESSAGE 2"]);
+    bob.expect(&["s> MESSAGE 2 FROM ana", "   hola", "   END", "   FILE notes.txt"]);
+    ana.expect(&["s> SENDATTACH MESSAGE 2 notes.txt OK"]);
+    let long = format!("/{}", "x".repeat(255));
+    ana.type_line(&format!("SENDATTACH bob hola {long}"));
+    ana.expect(&["s> SENDATTACH FAIL"]);
+    let (_, _, ana_err) = ana.finish();
+    assert!(ana_err.contains("\"notes.txt\" is not an absolute path"), "{ana_err}");
+    assert!(ana_err.contains("the file name has 256 bytes"), "{ana_err}");
+    let (_, _, bob_err) = bob.finish();
+    assert!(bob_err.contains("does not offer that file"), "{bob_err}");
+}

@@ -359,6 +359,37 @@ fn the_c_console_client_prints_the_spec_lines() {
     stop(server);
 }
 
+/// SPEC 8 in the C console client: the same session as `cartero client --course 2025`, with
+/// a C client and a Rust console client talking to each other's listeners.
+#[test]
+fn the_c_console_client_prints_the_course_2025_lines() {
+    let (server, port) = start(Kind::Rust, &["--course", "2025"]);
+    let port = port.to_string();
+    let args = ["-s", "127.0.0.1", "-p", port.as_str(), "--course", "2025"];
+    let program = c_client().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bob, mut ana) = (Proc::start_program(program, &args), Proc::start_program(program, &args));
+    common::spec8_session(&mut bob, &mut ana, dir.path());
+    let (code, _, stderr) = ana.finish();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("AddressSanitizer") && !stderr.contains("runtime error"), "{stderr}");
+    let (code, _, stderr) = bob.finish();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("does not offer that file"), "{stderr}");
+    assert!(!stderr.contains("AddressSanitizer") && !stderr.contains("runtime error"), "{stderr}");
+
+    // Across implementations: a Rust console fetches from the C client's listener.
+    let (server2, port) = start(Kind::Rust, &["--course", "2025"]);
+    let port = port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c_side = Proc::start_program(program, &["-s", "127.0.0.1", "-p", port.as_str(), "--course", "2025"]);
+    let mut rust_side = Proc::start(&["client", "-s", "127.0.0.1", "-p", port.as_str(), "--course", "2025"]);
+    common::spec8_session(&mut rust_side, &mut c_side, dir.path());
+    drop((c_side, rust_side));
+    stop(server2);
+    stop(server);
+}
+
 #[test]
 fn the_c_console_client_against_a_server_that_is_down() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();

@@ -270,7 +270,7 @@ fn ids_wrap_from_u32_max_to_one_never_zero() {
     register(&mut h, "bob");
     // Bring ana's counter to just below the top, as a store would on restart.
     h.engine
-        .apply(&Change::Stored { recipient: b("bob"), sender: b("ana"), id: u32::MAX - 1, body: b("old") })
+        .apply(&Change::Stored { recipient: b("bob"), sender: b("ana"), id: u32::MAX - 1, body: b("old"), file: None })
         .unwrap();
     assert_eq!(send(&mut h, 1, "ana", "bob", "x"), Reply::Send(S::Ok { id: u32::MAX }));
     assert_eq!(send(&mut h, 1, "ana", "bob", "y"), Reply::Send(S::Ok { id: 1 }));
@@ -640,9 +640,15 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
         UserRecord { alias: b("eve"), full_name: b("Eve"), birth_date: None, last_id: 0, connection: None },
     ];
     let messages = vec![
-        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 1, body: b("first") },
-        MessageRecord { recipient: b("eve"), sender: b("gone"), id: 9, body: b("from an unregistered sender") },
-        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 2, body: b("second") },
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 1, body: b("first"), file: None },
+        MessageRecord {
+            recipient: b("eve"),
+            sender: b("gone"),
+            id: 9,
+            body: b("from an unregistered sender"),
+            file: None,
+        },
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 2, body: b("second"), file: None },
     ];
     let mut e = Engine::restore(EngineConfig::default(), users, messages).unwrap();
     assert_eq!(e.registry().connected().cloned().collect::<Vec<_>>(), [b("bob"), b("ana")]);
@@ -674,4 +680,164 @@ fn a_hold_of_a_replaced_engine_releases_nothing_of_the_new_one() {
     assert_eq!(new.poll_delivery(now), None, "the old engine's hold must not release the new SEND's push");
     new.release(fresh);
     assert!(new.poll_delivery(now).is_some());
+}
+
+// ----------------------------------------------------------------------------------- SPEC 8
+
+fn send_attach(h: &mut Harness, from: u8, sender: &str, recipient: &str, body: &str, file: &str) -> Reply {
+    let req = Request::SendAttach { sender: b(sender), recipient: b(recipient), body: b(body), file: b(file) };
+    h.request(ip(from), &req).unwrap()
+}
+
+fn users_with_addresses(h: &mut Harness, from: u8, alias: Option<&str>) -> Reply {
+    h.request(ip(from), &Request::Users { alias: alias.map(b) }).unwrap()
+}
+
+#[test]
+fn users_lists_names_with_addresses_under_connectedusers_rules() {
+    use cartero::wire::{UserEntry, UsersReply as L};
+    let mut h = two_connected(WireSettings::default());
+    register(&mut h, "eve");
+    let entry = |name: &str, n: u8, port: u16| UserEntry { name: b(name), ip: ip(n), port };
+    let all = Reply::Users(L::Ok { users: vec![entry("ana", 2, 4000), entry("bob", 3, 5000)] });
+    assert_eq!(users_with_addresses(&mut h, 9, Some("ana")), all);
+    assert_eq!(users_with_addresses(&mut h, 3, None), all, "by source IP without a name");
+    assert_eq!(users_with_addresses(&mut h, 9, None), Reply::Users(L::NotConnected));
+    assert_eq!(users_with_addresses(&mut h, 9, Some("eve")), Reply::Users(L::NotConnected));
+    assert_eq!(users_with_addresses(&mut h, 9, Some("nobody")), Reply::Users(L::Error));
+    assert_eq!(
+        h.console(),
+        ["s> REGISTER eve OK", "s> USERS OK", "s> USERS OK", "s> USERS FAIL", "s> USERS FAIL", "s> USERS FAIL"]
+    );
+    // Exact bytes, both code encodings.
+    for (codes, want) in [
+        (CodeEncoding::Ascii, &b"0\x002\x00ana :: 127.0.0.2 :: 4000\x00bob :: 127.0.0.3 :: 5000\x00"[..]),
+        (CodeEncoding::Raw, b"\x002\x00ana :: 127.0.0.2 :: 4000\x00bob :: 127.0.0.3 :: 5000\x00"),
+    ] {
+        let mut h = two_connected(WireSettings { codes, push_names: PushNames::Spaced });
+        assert_eq!(h.serve_bytes(ip(2), b"USERS\0ana\0"), want);
+    }
+}
+
+#[test]
+fn sendattach_shares_the_mailbox_and_the_per_sender_counter() {
+    let mut h = harness();
+    register(&mut h, "ana");
+    register(&mut h, "bob");
+    assert_eq!(send(&mut h, 1, "ana", "bob", "one"), Reply::Send(S::Ok { id: 1 }));
+    assert_eq!(send_attach(&mut h, 1, "ana", "bob", "two", "/home/ana/a.txt"), Reply::SendAttach(S::Ok { id: 2 }));
+    assert_eq!(send(&mut h, 1, "ana", "bob", "three"), Reply::Send(S::Ok { id: 3 }));
+    assert_eq!(send_attach(&mut h, 1, "ana", "nobody", "x", "/f"), Reply::SendAttach(S::NoSuchUser));
+    assert_eq!(send_attach(&mut h, 1, "ana", "bob", "x", ""), Reply::SendAttach(S::Error), "an empty file name");
+    assert_eq!(
+        send_attach(&mut h, 1, "ana", "bob", "x", "relative/name"),
+        Reply::SendAttach(S::Ok { id: 4 }),
+        "a relative name is the client's business"
+    );
+    assert_eq!(
+        h.console(),
+        [
+            "s> REGISTER ana OK",
+            "s> REGISTER bob OK",
+            "s> MESSAGE 1 FROM ana TO bob STORED",
+            "s> SENDATTACH MESSAGE 2 FROM ana TO bob FILE /home/ana/a.txt STORED",
+            "s> MESSAGE 3 FROM ana TO bob STORED",
+            "s> SENDATTACH MESSAGE 4 FROM ana TO bob FILE relative/name STORED",
+        ]
+    );
+    // Pending SEND and SENDATTACH go out in id order, mixed, each acknowledged in its kind.
+    h.listen(addr(2, 4000));
+    h.listen(addr(3, 5000));
+    connect(&mut h, 2, "ana", "4000");
+    connect(&mut h, 3, "bob", "5000");
+    h.console();
+    assert_eq!(h.run_deliveries(), 8);
+    assert_eq!(
+        h.received(addr(3, 5000)),
+        [
+            msg("ana", 1, "one"),
+            Push::AttachMessage { sender: b("ana"), id: 2, body: b("two"), file: b("/home/ana/a.txt") },
+            msg("ana", 3, "three"),
+            Push::AttachMessage { sender: b("ana"), id: 4, body: b("x"), file: b("relative/name") },
+        ]
+    );
+    assert_eq!(
+        h.received(addr(2, 4000)),
+        [
+            Push::Ack { id: 1 },
+            Push::AttachAck { id: 2, file: b("/home/ana/a.txt") },
+            Push::Ack { id: 3 },
+            Push::AttachAck { id: 4, file: b("relative/name") },
+        ]
+    );
+    assert_eq!(
+        h.console(),
+        [
+            "s> SEND MESSAGE 1 FROM ana TO bob",
+            "s> SENDATTACH MESSAGE 2 FROM ana TO bob FILE /home/ana/a.txt",
+            "s> SEND MESSAGE 3 FROM ana TO bob",
+            "s> SENDATTACH MESSAGE 4 FROM ana TO bob FILE relative/name",
+        ]
+    );
+}
+
+#[test]
+fn sendattach_pushes_exact_bytes_in_both_spellings() {
+    for (names, message, ack) in [
+        (
+            PushNames::Spaced,
+            &b"SEND MESSAGE ATTACH\0ana\01\0mira\0/tmp/f.txt\0"[..],
+            &b"SEND MESS ATTACH ACK\01\0/tmp/f.txt\0"[..],
+        ),
+        (
+            PushNames::Underscored,
+            b"SEND_MESSAGE_ATTACH\0ana\01\0mira\0/tmp/f.txt\0",
+            b"SEND_MESS_ATTACH_ACK\01\0/tmp/f.txt\0",
+        ),
+    ] {
+        let mut h = two_connected(WireSettings { codes: CodeEncoding::Raw, push_names: names });
+        assert_eq!(h.serve_bytes(ip(2), b"SENDATTACH\0ana\0bob\0mira\0/tmp/f.txt\0"), b"\x001\0");
+        assert_eq!(h.run_deliveries(), 2);
+        assert_eq!(h.listener(addr(3, 5000)).unwrap().raw, [message.to_vec()]);
+        assert_eq!(h.listener(addr(2, 4000)).unwrap().raw, [ack.to_vec()]);
+    }
+}
+
+#[test]
+fn sendattach_bad_input_gets_any_other_error_and_changes_nothing() {
+    let mut h = two_connected(WireSettings::default());
+    let mut long = b"SENDATTACH\0ana\0bob\0hola\0/".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 255));
+    long.push(0);
+    assert_eq!(h.serve_bytes(ip(2), &long), b"2\0", "a file name over 255 bytes");
+    assert_eq!(h.serve_bytes(ip(2), b"SENDATTACH\0ana\0bob\0hola\0\0"), b"2\0", "an empty file name");
+    assert_eq!(h.serve_bytes(ip(9), b"SENDATTACH\0ana\0bob\0hola\0/f\0"), b"2\0", "not from ana's IP");
+    assert_eq!(h.serve_bytes(ip(2), b"SENDATTACH\0ana\0bob\0hola\0"), b"2\0", "the file name never came");
+    assert!(pending(&h, "bob").is_empty());
+    assert_eq!(h.engine.registry().get(b"ana").unwrap().last_id, 0);
+}
+
+#[test]
+fn sendattach_survives_a_restart_through_changes() {
+    let config = EngineConfig { record_changes: true, ..EngineConfig::default() };
+    let mut e = Engine::new(config.clone());
+    for alias in ["ana", "bob"] {
+        e.handle_request(ip(1), &Request::Register { full_name: b(alias), alias: b(alias), birth_date: None });
+    }
+    let req = Request::SendAttach { sender: b("ana"), recipient: b("bob"), body: b("m"), file: b("/f") };
+    assert_eq!(e.handle_request(ip(1), &req), Reply::SendAttach(S::Ok { id: 1 }));
+    let changes: Vec<Change> = std::iter::from_fn(|| e.poll_change()).collect();
+    assert!(changes.contains(&Change::Stored {
+        recipient: b("bob"),
+        sender: b("ana"),
+        id: 1,
+        body: b("m"),
+        file: Some(b("/f"))
+    }));
+    let mut replayed = Engine::new(config);
+    for c in &changes {
+        replayed.apply(c).unwrap();
+    }
+    let m = replayed.registry().get(b"bob").unwrap().mailbox.front().unwrap().clone();
+    assert_eq!((m.id, m.file), (1, Some(b("/f"))));
 }

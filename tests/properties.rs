@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use cartero::engine::{Delivery, DeliveryOutcome, Engine, EngineConfig};
 use cartero::wire::{
     ConnectReply as C, ConnectedUsersReply as U, DisconnectReply as D, PushDecoder, RegisterReply as R, ReplyDecoder,
-    RequestDecoder, SendReply as S, UnregisterReply as X,
+    RequestDecoder, SendReply as S, UnregisterReply as X, UserEntry, UsersReply as L,
 };
 use cartero::{CodeEncoding, Codec, Push, PushNames, Reply, Request};
 use proptest::prelude::*;
@@ -63,7 +63,16 @@ fn request() -> impl Strategy<Value = Request> {
             body
         }),
         proptest::option::of(field(255)).prop_map(|alias| Request::ConnectedUsers { alias }),
+        proptest::option::of(field(255)).prop_map(|alias| Request::Users { alias }),
+        (field(255), field(255), field(255), field(255))
+            .prop_map(|(sender, recipient, body, file)| { Request::SendAttach { sender, recipient, body, file } }),
     ]
+}
+
+fn user_entry() -> impl Strategy<Value = UserEntry> {
+    // Names as USERS lists them: no `::` and no blanks at either end (those are separators).
+    let name = "[a-zA-Z0-9_.ñ-]{1,64}".prop_map(Bytes::from);
+    (name, any::<IpAddr>(), any::<u16>()).prop_map(|(name, ip, port)| UserEntry { name, ip, port })
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
@@ -82,6 +91,14 @@ fn reply() -> impl Strategy<Value = Reply> {
             Just(U::Error)
         ]
         .prop_map(Reply::ConnectedUsers),
+        prop_oneof![
+            proptest::collection::vec(user_entry(), 0..20).prop_map(|users| L::Ok { users }),
+            Just(L::NotConnected),
+            Just(L::Error)
+        ]
+        .prop_map(Reply::Users),
+        prop_oneof![any::<u32>().prop_map(|id| S::Ok { id }), Just(S::NoSuchUser), Just(S::Error)]
+            .prop_map(Reply::SendAttach),
     ]
 }
 
@@ -89,6 +106,13 @@ fn push() -> impl Strategy<Value = Push> {
     prop_oneof![
         (field(255), any::<u32>(), field(255)).prop_map(|(sender, id, body)| Push::Message { sender, id, body }),
         any::<u32>().prop_map(|id| Push::Ack { id }),
+        (field(255), any::<u32>(), field(255), field(255)).prop_map(|(sender, id, body, file)| Push::AttachMessage {
+            sender,
+            id,
+            body,
+            file
+        }),
+        (any::<u32>(), field(255)).prop_map(|(id, file)| Push::AttachAck { id, file }),
     ]
 }
 
@@ -174,7 +198,10 @@ enum Op {
     Connect(usize, u8, u16),
     Disconnect(usize, u8),
     Send(usize, usize, u8),
+    /// SENDATTACH, with an empty file name when the flag is false.
+    SendAttach(usize, usize, u8, bool),
     ConnectedUsers(Option<usize>, u8),
+    Users(Option<usize>, u8),
     /// Start the next ready delivery, if any.
     Poll,
     /// End the in-flight delivery at this index (modulo their count).
@@ -192,7 +219,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (user.clone(), ip.clone(), 4000u16..4002).prop_map(|(u, i, p)| Op::Connect(u, i, p)),
         1 => (user.clone(), ip.clone()).prop_map(|(u, i)| Op::Disconnect(u, i)),
         4 => (user.clone(), user.clone(), ip.clone()).prop_map(|(s, r, i)| Op::Send(s, r, i)),
-        1 => (proptest::option::of(user), ip).prop_map(|(u, i)| Op::ConnectedUsers(u, i)),
+        3 => (user.clone(), user.clone(), ip.clone(), proptest::bool::weighted(0.9))
+            .prop_map(|(s, r, i, f)| Op::SendAttach(s, r, i, f)),
+        1 => (proptest::option::of(user.clone()), ip.clone()).prop_map(|(u, i)| Op::ConnectedUsers(u, i)),
+        1 => (proptest::option::of(user), ip).prop_map(|(u, i)| Op::Users(u, i)),
         4 => Just(Op::Poll),
         4 => (any::<usize>(), proptest::bool::weighted(0.8)).prop_map(|(i, ok)| Op::Complete(i, ok)),
         1 => Just(Op::Timeout),
@@ -205,6 +235,7 @@ struct MMessage {
     sender_uid: u64,
     id: u32,
     body: Bytes,
+    file: Option<Bytes>,
 }
 
 #[derive(Debug)]
@@ -213,7 +244,7 @@ struct MUser {
     last_id: u32,
     conn: Option<(SocketAddr, u64)>,
     mailbox: VecDeque<MMessage>,
-    acks: VecDeque<u32>,
+    acks: VecDeque<(u32, Option<Bytes>)>,
     busy: bool,
 }
 
@@ -310,21 +341,27 @@ impl Model {
                     }
                 },
             }),
-            Request::Send { sender, recipient, body } => {
-                let (Some(s), Some(r)) = (self.users.get(sender), self.users.get(recipient)) else {
-                    return Reply::Send(S::NoSuchUser);
+            Request::Send { sender, recipient, body } => Reply::Send(self.send(peer, sender, recipient, body, None)),
+            Request::SendAttach { sender, recipient, body, file } => {
+                Reply::SendAttach(self.send(peer, sender, recipient, body, Some(file)))
+            }
+            Request::Users { alias } => {
+                let allowed = match alias {
+                    Some(a) => match self.users.get(a) {
+                        None => return Reply::Users(L::Error),
+                        Some(u) => u.conn.is_some(),
+                    },
+                    None => self.users.values().any(|u| u.conn.is_some_and(|(a, _)| a.ip() == peer)),
                 };
-                if s.conn.is_some_and(|(a, _)| a.ip() != peer) || r.mailbox.len() >= PER_USER_LIMIT {
-                    return Reply::Send(S::Error);
-                }
-                let id = if s.last_id == u32::MAX { 1 } else { s.last_id + 1 };
-                let sender_uid = s.uid;
-                let r_uid = r.uid;
-                self.users.get_mut(sender).unwrap().last_id = id;
-                let m = MMessage { sender: sender.clone(), sender_uid, id, body: body.clone() };
-                self.users.get_mut(recipient).unwrap().mailbox.push_back(m.clone());
-                self.accepted.push((r_uid, m));
-                Reply::Send(S::Ok { id })
+                Reply::Users(if allowed {
+                    let users = self.connect_order.iter().map(|name| {
+                        let (addr, _) = self.users[name].conn.unwrap();
+                        UserEntry { name: name.clone(), ip: addr.ip(), port: addr.port() }
+                    });
+                    L::Ok { users: users.collect() }
+                } else {
+                    L::NotConnected
+                })
             }
             Request::ConnectedUsers { alias } => {
                 let allowed = match alias {
@@ -343,22 +380,47 @@ impl Model {
         }
     }
 
+    /// SEND and SENDATTACH: one mailbox, one per-sender counter.
+    fn send(&mut self, peer: IpAddr, sender: &Bytes, recipient: &Bytes, body: &Bytes, file: Option<&Bytes>) -> S {
+        let (Some(s), Some(r)) = (self.users.get(sender), self.users.get(recipient)) else {
+            return S::NoSuchUser;
+        };
+        if s.conn.is_some_and(|(a, _)| a.ip() != peer)
+            || r.mailbox.len() >= PER_USER_LIMIT
+            || file.is_some_and(|f| f.is_empty())
+        {
+            return S::Error;
+        }
+        let id = if s.last_id == u32::MAX { 1 } else { s.last_id + 1 };
+        let sender_uid = s.uid;
+        let r_uid = r.uid;
+        self.users.get_mut(sender).unwrap().last_id = id;
+        let m = MMessage { sender: sender.clone(), sender_uid, id, body: body.clone(), file: file.cloned() };
+        self.users.get_mut(recipient).unwrap().mailbox.push_back(m.clone());
+        self.accepted.push((r_uid, m));
+        S::Ok { id }
+    }
+
     /// Checks a delivery the engine started against the rules; returns what it carries.
     fn started(&mut self, d: &Delivery) -> Result<MFlight, TestCaseError> {
         let u = self.users.get_mut(&d.to).ok_or_else(|| TestCaseError::fail("delivery to an unknown user"))?;
         let (addr, seq) = u.conn.ok_or_else(|| TestCaseError::fail("delivery to a disconnected user"))?;
         prop_assert_eq!(addr, d.addr, "delivery to the wrong address");
         prop_assert!(!u.busy, "two deliveries at once to one user");
-        let push = if let Some(id) = u.acks.pop_front() {
-            prop_assert_eq!(&d.push, &Push::Ack { id });
+        let push = if let Some((id, file)) = u.acks.pop_front() {
+            match file {
+                None => prop_assert_eq!(&d.push, &Push::Ack { id }),
+                Some(file) => prop_assert_eq!(&d.push, &Push::AttachAck { id, file }),
+            }
             MPush::Ack
         } else {
             let m = u.mailbox.front().ok_or_else(|| TestCaseError::fail("delivery with an empty mailbox"))?.clone();
-            prop_assert_eq!(
-                &d.push,
-                &Push::Message { sender: m.sender.clone(), id: m.id, body: m.body.clone() },
-                "not the oldest"
-            );
+            let (sender, id, body) = (m.sender.clone(), m.id, m.body.clone());
+            let want = match &m.file {
+                None => Push::Message { sender, id, body },
+                Some(file) => Push::AttachMessage { sender, id, body, file: file.clone() },
+            };
+            prop_assert_eq!(&d.push, &want, "not the oldest");
             MPush::Message(m)
         };
         u.busy = true;
@@ -380,7 +442,7 @@ impl Model {
                 let key = (f.uid, m.sender.clone(), m.sender_uid, m.id);
                 prop_assert!(self.delivered.insert(key), "delivered twice: {:?}", m);
                 if let Some(s) = self.users.get_mut(&m.sender).filter(|s| s.uid == m.sender_uid && s.conn.is_some()) {
-                    s.acks.push_back(m.id);
+                    s.acks.push_back((m.id, m.file.clone()));
                 }
             }
             (_, false) if same_conn => self.disconnect(&f.to),
@@ -396,8 +458,10 @@ impl Model {
             let u = reg.get(alias).ok_or_else(|| TestCaseError::fail("user missing"))?;
             prop_assert_eq!(u.last_id, mu.last_id);
             prop_assert_eq!(u.connection.map(|c| c.addr), mu.conn.map(|(a, _)| a));
-            let got: Vec<_> = u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone())).collect();
-            let want: Vec<_> = mu.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone())).collect();
+            let got: Vec<_> =
+                u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone(), m.file.clone())).collect();
+            let want: Vec<_> =
+                mu.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone(), m.file.clone())).collect();
             prop_assert_eq!(got, want, "mailbox of {:?}", alias);
         }
         let order: Vec<_> = reg.connected().cloned().collect();
@@ -428,7 +492,14 @@ fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Request::Send { sender: alias(s), recipient: alias(r), body: Bytes::from(format!("m{body_n}")) },
                 )
             }
+            Op::SendAttach(s, r, i, named) => {
+                body_n += 1;
+                let file = if named { Bytes::from(format!("/tmp/f{body_n}")) } else { Bytes::new() };
+                let body = Bytes::from(format!("m{body_n}"));
+                (ip(i), Request::SendAttach { sender: alias(s), recipient: alias(r), body, file })
+            }
             Op::ConnectedUsers(u, i) => (ip(i), Request::ConnectedUsers { alias: u.map(alias) }),
+            Op::Users(u, i) => (ip(i), Request::Users { alias: u.map(alias) }),
             Op::Poll => {
                 if let Some(d) = engine.poll_delivery(now) {
                     flights.push(model.started(&d)?);

@@ -404,3 +404,41 @@ async fn connections_over_the_limit_are_closed_unanswered_and_service_resumes() 
     let _ = stop.send(());
     timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
 }
+
+/// SPEC 8 over TCP: USERS and SENDATTACH replies, the attach pushes in both spellings, and
+/// pending SEND and SENDATTACH messages delivered in id order, mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_2025_operations_have_their_exact_bytes() {
+    for (codes, push_names) in ascii_raw() {
+        let server = TestServer::with(WireSettings { codes, push_names }).await;
+        let code = |c: u8| if codes == CodeEncoding::Ascii { vec![b'0' + c, 0] } else { vec![c] };
+        let with = |c: u8, rest: &[u8]| [code(c), rest.to_vec()].concat();
+        let a = server.addr;
+        assert_eq!(exchange(a, b"REGISTER\0ana\0", true).await, code(0));
+        assert_eq!(exchange(a, b"REGISTER\0bob\0", true).await, code(0));
+        assert_eq!(exchange(a, b"USERS\0ana\0", true).await, code(1));
+        assert_eq!(exchange(a, b"USERS\0ghost\0", true).await, code(2));
+        assert_eq!(exchange(a, b"SEND\0ana\0bob\0uno\0", true).await, with(0, b"1\0"));
+        assert_eq!(exchange(a, b"SENDATTACH\0ana\0bob\0dos\0/tmp/dos.txt\0", true).await, with(0, b"2\0"));
+        assert_eq!(exchange(a, b"SEND\0ana\0bob\0tres\0", true).await, with(0, b"3\0"));
+        assert_eq!(exchange(a, b"SENDATTACH\0ana\0ghost\0x\0/f\0", true).await, code(1));
+        assert_eq!(exchange(a, b"SENDATTACH\0ana\0bob\0x\0\0", true).await, code(2));
+        let mut ana = RawListener::bind().await;
+        let mut bob = RawListener::bind().await;
+        assert_eq!(exchange(a, format!("CONNECT\0ana\0{}\0", ana.port).as_bytes(), true).await, code(0));
+        assert_eq!(exchange(a, format!("CONNECT\0bob\0{}\0", bob.port).as_bytes(), true).await, code(0));
+        let users = format!("2\0ana :: 127.0.0.1 :: {}\0bob :: 127.0.0.1 :: {}\0", ana.port, bob.port);
+        assert_eq!(exchange(a, b"USERS\0bob\0", true).await, with(0, users.as_bytes()));
+        let (message, attach, ack, attach_ack) = match push_names {
+            PushNames::Spaced => ("SEND MESSAGE", "SEND MESSAGE ATTACH", "SEND MESS ACK", "SEND MESS ATTACH ACK"),
+            PushNames::Underscored => ("SEND_MESSAGE", "SEND_MESSAGE_ATTACH", "SEND_MESS_ACK", "SEND_MESS_ATTACH_ACK"),
+        };
+        assert_eq!(bob.next().await, format!("{message}\0ana\x001\0uno\0").into_bytes());
+        assert_eq!(bob.next().await, format!("{attach}\0ana\x002\0dos\0/tmp/dos.txt\0").into_bytes());
+        assert_eq!(bob.next().await, format!("{message}\0ana\x003\0tres\0").into_bytes());
+        assert_eq!(ana.next().await, format!("{ack}\x001\0").into_bytes());
+        assert_eq!(ana.next().await, format!("{attach_ack}\x002\0/tmp/dos.txt\0").into_bytes());
+        assert_eq!(ana.next().await, format!("{ack}\x003\0").into_bytes());
+        server.stop().await;
+    }
+}

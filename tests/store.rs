@@ -19,6 +19,7 @@ enum Op {
     Connect(usize, u16),
     Disconnect(usize),
     Send(usize, usize, u8),
+    SendAttach(usize, usize, u8),
     Deliver(bool),
 }
 
@@ -29,20 +30,22 @@ fn op() -> impl Strategy<Value = Op> {
         1 => u.clone().prop_map(Op::Unregister),
         2 => (u.clone(), 1u16..=65535).prop_map(|(a, p)| Op::Connect(a, p)),
         1 => u.clone().prop_map(Op::Disconnect),
-        4 => (u.clone(), u, any::<u8>()).prop_map(|(s, r, n)| Op::Send(s, r, n)),
+        4 => (u.clone(), u.clone(), any::<u8>()).prop_map(|(s, r, n)| Op::Send(s, r, n)),
+        2 => (u.clone(), u, any::<u8>()).prop_map(|(s, r, n)| Op::SendAttach(s, r, n)),
         3 => any::<bool>().prop_map(Op::Deliver),
     ]
 }
 
 /// Everything a restart must keep, in a comparable form.
-type Summary = (Vec<(Bytes, Bytes, Option<Bytes>, u32, Option<SocketAddr>, Vec<(Bytes, u32, Bytes)>)>, Vec<Bytes>);
+type Mail = Vec<(Bytes, u32, Bytes, Option<Bytes>)>;
+type Summary = (Vec<(Bytes, Bytes, Option<Bytes>, u32, Option<SocketAddr>, Mail)>, Vec<Bytes>);
 
 fn summary(e: &Engine) -> Summary {
     let mut users: Vec<_> = e
         .registry()
         .iter()
         .map(|(alias, u)| {
-            let mail = u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone())).collect();
+            let mail = u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone(), m.file.clone())).collect();
             (alias.clone(), u.full_name.clone(), u.birth_date.clone(), u.last_id, u.connection.map(|c| c.addr), mail)
         })
         .collect();
@@ -80,6 +83,17 @@ fn run_and_commit(ops: &[Op], store: &mut Store, batch: usize) -> Engine {
                         sender: b(s),
                         recipient: b(r),
                         body: Bytes::from(vec![b'a' + n % 26; 1 + n as usize]),
+                    },
+                );
+            }
+            Op::SendAttach(s, r, n) => {
+                e.handle_request(
+                    ip,
+                    &Request::SendAttach {
+                        sender: b(s),
+                        recipient: b(r),
+                        body: Bytes::from(vec![b'a' + n % 26; 1 + n as usize]),
+                        file: Bytes::from(format!("/home/{s}/file{n}.txt")),
                     },
                 );
             }
@@ -176,4 +190,63 @@ fn a_full_store_fails_the_whole_batch_and_keeps_what_was_committed() {
     assert_eq!(users.len(), committed, "the failed batch left nothing behind");
     store.set_max_pages(1_000_000).unwrap();
     store.probe().unwrap();
+}
+
+/// A data directory written before SENDATTACH (schema 1, these exact statements) opens,
+/// keeps its users and messages, and takes attached messages from then on.
+#[test]
+fn a_store_of_the_old_schema_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS users (
+                 alias BLOB PRIMARY KEY, full_name BLOB NOT NULL, birth_date BLOB,
+                 last_id INTEGER NOT NULL, conn_ip TEXT, conn_port INTEGER, conn_order INTEGER
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS messages (
+                 seq INTEGER PRIMARY KEY, recipient BLOB NOT NULL, sender BLOB NOT NULL,
+                 id INTEGER NOT NULL, body BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, sender, id);
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
+             INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (x'616e61', x'416e61', NULL, 1);
+             INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (x'626f62', x'426f62', NULL, 0);
+             INSERT INTO messages (recipient, sender, id, body) VALUES (x'626f62', x'616e61', 1, x'686f6c61');
+             COMMIT;",
+        )
+        .unwrap();
+    }
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        let (users, messages) = store.load().unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(messages.len(), 1);
+        assert_eq!((messages[0].id, &messages[0].body[..], &messages[0].file), (1, &b"hola"[..], &None));
+        let change =
+            Change::Stored { recipient: b("bob"), sender: b("ana"), id: 2, body: b("mira"), file: Some(b("/tmp/x")) };
+        store.commit(&[change]).unwrap();
+    }
+    // Opened again: already at the new version, nothing migrated twice.
+    let mut store = Store::open(dir.path()).unwrap();
+    let (users, messages) = store.load().unwrap();
+    let engine = Engine::restore(EngineConfig::default(), users, messages).unwrap();
+    let mail: Vec<_> = engine.registry().get(b"bob").unwrap().mailbox.iter().map(|m| (m.id, m.file.clone())).collect();
+    assert_eq!(mail, [(1, None), (2, Some(b("/tmp/x")))]);
+    assert_eq!(engine.registry().get(b"ana").unwrap().last_id, 2);
+}
+
+#[test]
+fn a_store_of_an_unknown_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema'", []).unwrap();
+    drop(conn);
+    let err = Store::open(dir.path()).err().expect("an unknown version is refused");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }

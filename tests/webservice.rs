@@ -63,6 +63,13 @@ fn the_console_client_sends_through_the_normalizer_and_refuses_when_it_is_down()
         bob.recv_timeout(LIMIT).unwrap(),
         Push::Message { sender: "ana".into(), id: 1, body: "hola mundo".into() }
     );
+    // SENDATTACH's message goes through it too (the file name as given).
+    ana.type_line("SENDATTACH bob \"  mira \t  esto \" /tmp/a.txt");
+    ana.expect(&["s> SENDATTACH OK - MESSAGE 2"]);
+    assert_eq!(
+        bob.recv_timeout(LIMIT).unwrap(),
+        Push::AttachMessage { sender: "ana".into(), id: 2, body: "mira esto".into(), file: "/tmp/a.txt".into() }
+    );
     // The service goes down: one line says so, and nothing is sent.
     drop(ws);
     std::thread::sleep(Duration::from_millis(200));

@@ -1,10 +1,12 @@
 /*
- * The course's console client (SPEC 6) in C, on cartero's blocking client and listener.
- * Same commands and output lines as `cartero client`; causes of failures go to stderr.
+ * The course's console client (SPEC 6, and SPEC 8's SENDATTACH, USERS and GETFILE) in C, on
+ * cartero's blocking client and listener. Same commands and output lines as
+ * `cartero client`; causes of failures go to stderr. `--course 2025` prints the 2025/26
+ * result lines (`FAIL, USER ...` where 2022/23 has `FAIL / USER ...`).
  *
  *   cc -Wall -Wextra -Iinclude examples/c/client.c target/release/libcartero.a \
  *      -lpthread -ldl -lm -lrt -lutil -o cartero-client-c
- *   ./cartero-client-c -s localhost -p 8888
+ *   ./cartero-client-c -s localhost -p 8888 [--course 2022|2025]
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -18,12 +20,25 @@
 #include "cartero.h"
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held from a SEND's request to its printed reply, so that its acknowledgement (a push the
+ * listener may get first) never prints above the reply. Taken before out_lock. */
+static pthread_mutex_t replying = PTHREAD_MUTEX_INITIALIZER;
 static cartero_client *client;
 static char user[256];          /* the alias last registered or connected: SEND's sender */
 static char connected[256];     /* the alias connected from here, "" if none */
 static cartero_listener *listener;
 static pthread_t printer;
 static volatile int stop_printer;
+static const char *sep = " / ";  /* " / " (2022/23) or ", " (2025/26) in result lines */
+
+/* The last USERS answer: where each user listens (GETFILE looks users up here). */
+#define MAX_KNOWN 256
+static struct known_user {
+    char name[256];
+    char ip[64];
+    uint16_t port;
+} known[MAX_KNOWN];
+static size_t known_count;
 
 static void say(const char *line) {
     pthread_mutex_lock(&out_lock);
@@ -44,11 +59,18 @@ static void *print_pushes(void *arg) {
         cartero_result r = cartero_listener_next(listener, 100, &p);
         if (r == CARTERO_TIMEOUT) continue;
         if (r != CARTERO_OK) break;
+        pthread_mutex_lock(&replying);
         pthread_mutex_lock(&out_lock);
-        if (cartero_push_is_ack(p)) printf("s> SEND MESSAGE %u OK\n", cartero_push_id(p));
-        else printf("s> MESSAGE %u FROM %s\n   %s\n   END\n", cartero_push_id(p), cartero_push_sender(p), cartero_push_body(p));
+        const char *file = cartero_push_file(p);
+        if (cartero_push_is_ack(p) && file[0]) printf("s> SENDATTACH MESSAGE %u %s OK\n", cartero_push_id(p), file);
+        else if (cartero_push_is_ack(p)) printf("s> SEND MESSAGE %u OK\n", cartero_push_id(p));
+        else {
+            printf("s> MESSAGE %u FROM %s\n   %s\n   END\n", cartero_push_id(p), cartero_push_sender(p), cartero_push_body(p));
+            if (file[0]) printf("   FILE %s\n", file);
+        }
         fflush(stdout);
         pthread_mutex_unlock(&out_lock);
+        pthread_mutex_unlock(&replying);
         cartero_push_free(p);
     }
     return NULL;
@@ -125,11 +147,11 @@ static void do_disconnect(char *alias) {
     /* The listener stops whatever the server answered. */
     if (listener != NULL && strcmp(connected, alias) == 0) stop_listener();
     if (r != CARTERO_OK) cause(r);
-    say(r != CARTERO_OK ? "s> DISCONNECT FAIL"
-        : code == 0     ? "s> DISCONNECT OK"
-        : code == 1     ? "s> DISCONNECT FAIL / USER DOES NOT EXIST"
-        : code == 2     ? "s> DISCONNECT FAIL / USER NOT CONNECTED"
-                        : "s> DISCONNECT FAIL");
+    char line[64];
+    if (r == CARTERO_OK && code == 1) snprintf(line, sizeof line, "s> DISCONNECT FAIL%sUSER DOES NOT EXIST", sep);
+    else if (r == CARTERO_OK && code == 2) snprintf(line, sizeof line, "s> DISCONNECT FAIL%sUSER NOT CONNECTED", sep);
+    else snprintf(line, sizeof line, "%s", r == CARTERO_OK && code == 0 ? "s> DISCONNECT OK" : "s> DISCONNECT FAIL");
+    say(line);
 }
 
 static void do_send(char *recipient, char *body) {
@@ -140,15 +162,114 @@ static void do_send(char *recipient, char *body) {
     }
     uint8_t code;
     uint32_t id = 0;
+    pthread_mutex_lock(&replying);
     cartero_result r = cartero_client_send(client, user, recipient, body, &code, &id);
+    char line[64];
     if (r != CARTERO_OK) {
         cause(r);
-        say("s> SEND FAIL");
+        snprintf(line, sizeof line, "s> SEND FAIL");
+    } else if (code == 0) snprintf(line, sizeof line, "s> SEND OK - MESSAGE %u", id);
+    else if (code == 1) snprintf(line, sizeof line, "s> SEND FAIL%sUSER DOES NOT EXIST", sep);
+    else snprintf(line, sizeof line, "s> SEND FAIL");
+    say(line);
+    pthread_mutex_unlock(&replying);
+}
+
+static void do_send_attach(char *recipient, char *body, char *file) {
+    if (user[0] == '\0') {
+        fprintf(stderr, "cartero-client-c: SENDATTACH needs a user: REGISTER or CONNECT first\n");
+        say("s> SENDATTACH FAIL");
         return;
     }
+    if (strlen(file) > CARTERO_MAX_FIELD_LEN) {
+        fprintf(stderr, "cartero-client-c: the file name has %zu bytes; at most %d fit\n", strlen(file), CARTERO_MAX_FIELD_LEN);
+        say("s> SENDATTACH FAIL");
+        return;
+    }
+    if (file[0] != '/')
+        fprintf(stderr, "cartero-client-c: \"%s\" is not an absolute path (the statement asks for one); it is sent as is\n", file);
+    uint8_t code = 2;
+    uint32_t id = 0;
+    pthread_mutex_lock(&replying);
+    cartero_result r = cartero_client_send_attach(client, user, recipient, body, file, &code, &id);
+    if (r != CARTERO_OK) {
+        cause(r);
+        code = 2;
+    }
+    if (r == CARTERO_OK && code == 0 && (listener == NULL || cartero_listener_offer(listener, file) != CARTERO_OK))
+        fprintf(stderr, "cartero-client-c: \"%s\" cannot be offered to GETFILE (CONNECT first)\n", file);
     char line[64];
-    snprintf(line, sizeof line, "s> SEND OK - MESSAGE %u", id);
-    say(code == 0 ? line : code == 1 ? "s> SEND FAIL / USER DOES NOT EXIST" : "s> SEND FAIL");
+    snprintf(line, sizeof line, "s> SENDATTACH OK - MESSAGE %u", id);
+    say(code == 0 ? line : code == 1 ? "s> SENDATTACH FAIL, USER DOES NOT EXIST" : "s> SENDATTACH FAIL");
+    pthread_mutex_unlock(&replying);
+}
+
+/* USERS; with print == 0 it only refreshes the table of known users. */
+static void do_users(int print) {
+    uint8_t code;
+    cartero_bytes *users = NULL;
+    size_t count = 0;
+    cartero_result r = cartero_client_users(client, user[0] ? user : NULL, &code, &users, &count);
+    if (r != CARTERO_OK) {
+        cause(r);
+        if (print) say("s> CONNECTED USERS FAIL");
+        return;
+    }
+    if (code != 0) {
+        char line[64];
+        if (code == 1) snprintf(line, sizeof line, "s> CONNECTED USERS FAIL%sUSER IS NOT CONNECTED", sep);
+        else snprintf(line, sizeof line, "s> CONNECTED USERS FAIL");
+        if (print) say(line);
+        return;
+    }
+    pthread_mutex_lock(&out_lock);
+    if (print) printf("s> CONNECTED USERS (%zu users connected) OK\n", count);
+    const char *field = (const char *)cartero_bytes_data(users);
+    known_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *name = field, *ip = name + strlen(name) + 1, *port = ip + strlen(ip) + 1;
+        field = port + strlen(port) + 1;
+        if (print) printf("%s\n", name);
+        if (known_count < MAX_KNOWN) {
+            struct known_user *k = &known[known_count++];
+            snprintf(k->name, sizeof k->name, "%s", name);
+            snprintf(k->ip, sizeof k->ip, "%s", ip);
+            k->port = (uint16_t)atoi(port);
+        }
+    }
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+    cartero_bytes_free(users);
+}
+
+static struct known_user *find_known(const char *name) {
+    for (size_t i = 0; i < known_count; i++)
+        if (strcmp(known[i].name, name) == 0) return &known[i];
+    return NULL;
+}
+
+static void do_get_file(char *who, char *remote, char *local) {
+    if (user[0] == '\0') {
+        fprintf(stderr, "cartero-client-c: GETFILE needs a user: REGISTER or CONNECT first\n");
+        say("c> FILE TRANSFER FAILED");
+        return;
+    }
+    struct known_user *k = find_known(who);
+    if (k == NULL) {
+        do_users(0); /* once: the last USERS answer may be older than the user's CONNECT */
+        k = find_known(who);
+    }
+    if (k == NULL) {
+        say("c> FILE TRANSFER FAILED, user not connected.");
+        return;
+    }
+    cartero_result r = cartero_get_file(k->ip, k->port, user, remote, local, 0);
+    if (r != CARTERO_OK) {
+        fprintf(stderr, "cartero-client-c: %s; no file was written to %s\n", cartero_result_message(r), local);
+        say("c> FILE TRANSFER FAILED");
+        return;
+    }
+    say("c> FILE TRANSFER OK");
 }
 
 static void do_connected_users(void) {
@@ -162,7 +283,10 @@ static void do_connected_users(void) {
         return;
     }
     if (code != 0) {
-        say(code == 1 ? "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED" : "s> CONNECTED USERS FAIL");
+        char line[64];
+        if (code == 1) snprintf(line, sizeof line, "s> CONNECTED USERS FAIL%sUSER IS NOT CONNECTED", sep);
+        else snprintf(line, sizeof line, "s> CONNECTED USERS FAIL");
+        say(line);
         return;
     }
     pthread_mutex_lock(&out_lock);
@@ -209,6 +333,35 @@ static int command(char *line) {
             fprintf(stderr, "cartero-client-c: the message has %zu bytes; at most %d fit\n", strlen(rest), CARTERO_MAX_FIELD_LEN);
             say("s> SEND FAIL");
         } else do_send(a, rest);
+    } else if (strcasecmp(cmd, "SENDATTACH") == 0 && a) {
+        /* SPEC 8: the file is the last word, the message what lies between (quotes dropped). */
+        while (isspace((unsigned char)*rest)) rest++;
+        size_t n = strlen(rest);
+        while (n > 0 && isspace((unsigned char)rest[n - 1])) rest[--n] = '\0';
+        char *file = strrchr(rest, ' ');
+        char *tab = strrchr(rest, '\t');
+        if (tab > file) file = tab;
+        if (file == NULL) {
+            fprintf(stderr, "cartero-client-c: usage: SENDATTACH <alias> <message> <file>\n");
+            return 1;
+        }
+        *file++ = '\0';
+        n = strlen(rest);
+        while (n > 0 && isspace((unsigned char)rest[n - 1])) rest[--n] = '\0';
+        if (n >= 2 && (rest[0] == '"' || rest[0] == '\'') && rest[n - 1] == rest[0]) {
+            rest[n - 1] = '\0';
+            rest++;
+        }
+        if (strlen(rest) > CARTERO_MAX_FIELD_LEN) {
+            fprintf(stderr, "cartero-client-c: the message has %zu bytes; at most %d fit\n", strlen(rest), CARTERO_MAX_FIELD_LEN);
+            say("s> SENDATTACH FAIL");
+        } else do_send_attach(a, rest, file);
+    } else if (strcasecmp(cmd, "USERS") == 0 && !a) do_users(1);
+    else if (strcasecmp(cmd, "GETFILE") == 0 && a) {
+        char *remote = word(&rest), *local = word(&rest);
+        if (remote == NULL || local == NULL || word(&rest) != NULL)
+            fprintf(stderr, "cartero-client-c: usage: GETFILE <alias> <remote file> <local file>\n");
+        else do_get_file(a, remote, local);
     } else if (strcasecmp(cmd, "CONNECTEDUSERS") == 0 && !a) do_connected_users();
     else if (strcasecmp(cmd, "QUIT") == 0 && !a) {
         if (listener == NULL) return 0;
@@ -223,9 +376,12 @@ int main(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-s") == 0) host = argv[i + 1];
         else if (strcmp(argv[i], "-p") == 0) port = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--course") == 0 && strcmp(argv[i + 1], "2025") == 0) sep = ", ";
+        else if (strcmp(argv[i], "--course") == 0 && strcmp(argv[i + 1], "2022") == 0) sep = " / ";
+        else host = NULL, i = argc; /* unknown option: usage */
     }
     if (host == NULL || port <= 0 || port > 65535) {
-        fprintf(stderr, "usage: cartero-client-c -s <server> -p <port>\n");
+        fprintf(stderr, "usage: cartero-client-c -s <server> -p <port> [--course 2022|2025]\n");
         return 2;
     }
     cartero_result r = cartero_client_new(host, (uint16_t)port, 0, &client);

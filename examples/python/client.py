@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""The course's console client (SPEC 6, seed 000's form) on the cartero module.
+"""The course's console client (SPEC 6, seed 000's form, SPEC 8) on the cartero module.
 
-    python examples/python/client.py -s localhost -p 8888
+    python examples/python/client.py -s localhost -p 8888 [--course 2022|2025]
 
 Same commands and output lines as `cartero client`: REGISTER <alias> [<DD/MM/YYYY> [<full
 name>]], UNREGISTER <alias>, CONNECT <alias>, DISCONNECT <alias>, SEND <alias> <message>,
-CONNECTEDUSERS, QUIT. Causes of failures go to standard error. With --normalizer <url>, every
-message goes through the web service of part 2 before SEND.
+CONNECTEDUSERS, and of the 2025/26 course SENDATTACH <alias> <message> <file>, USERS and
+GETFILE <alias> <remote file> <local file>; QUIT. Causes of failures go to standard error.
+With --normalizer <url>, every message goes through the web service of part 2 before SEND.
+--course 2025 prints that year's result lines ("FAIL, USER ..." for "FAIL / USER ...").
 """
 
 import argparse
+import os
 import sys
 import threading
 
@@ -20,6 +23,10 @@ def push_text(push):
     """The lines a push prints (SPEC 6)."""
     if isinstance(push, cartero.Ack):
         return f"s> SEND MESSAGE {push.id} OK"
+    if isinstance(push, cartero.AttachAck):
+        return f"s> SENDATTACH MESSAGE {push.id} {push.file} OK"
+    if isinstance(push, cartero.AttachMessage):
+        return f"s> MESSAGE {push.id} FROM {push.sender}\n   {push.body}\n   END\n   FILE {push.file}"
     return f"s> MESSAGE {push.id} FROM {push.sender}\n   {push.body}\n   END"
 
 
@@ -31,13 +38,17 @@ class Session:
     """One user's session with a server; each command returns the line SPEC 6 prints.
     Pushes go to `printer` from the listener's thread."""
 
-    def __init__(self, host, port, printer, normalizer=None):
+    def __init__(self, host, port, printer, normalizer=None, course="2022"):
         self.client = cartero.Client(host, port, normalizer=normalizer)
+        self.sep = ", " if course == "2025" else " / "  # the year's result lines
         self.printer = printer
         self.user = None  # the alias last registered or connected: SEND's sender
         self.connected = None
         self.listener = None
         self.thread = None
+        # Held from a SEND's request to its printed reply, so that its acknowledgement (a push
+        # the listener may get first) never prints above the reply.
+        self.replying = threading.Lock()
 
     def register(self, alias, birth_date=None, full_name=None):
         try:
@@ -82,7 +93,8 @@ class Session:
 
     def _print_pushes(self, listener):
         for push in listener:
-            self.printer(push_text(push))
+            with self.replying:
+                self.printer(push_text(push))
 
     def _stop_listener(self):
         if self.listener is not None:
@@ -95,9 +107,9 @@ class Session:
             self.client.disconnect(alias)
             line = "s> DISCONNECT OK"
         except cartero.UserNotFound:
-            line = "s> DISCONNECT FAIL / USER DOES NOT EXIST"
+            line = f"s> DISCONNECT FAIL{self.sep}USER DOES NOT EXIST"
         except cartero.NotConnected:
-            line = "s> DISCONNECT FAIL / USER NOT CONNECTED"
+            line = f"s> DISCONNECT FAIL{self.sep}USER NOT CONNECTED"
         except cartero.Error as e:
             cause(e)
             line = "s> DISCONNECT FAIL"
@@ -112,17 +124,57 @@ class Session:
         try:
             return f"s> SEND OK - MESSAGE {self.client.send(self.user, recipient, message)}"
         except cartero.UserNotFound:
-            return "s> SEND FAIL / USER DOES NOT EXIST"
+            return f"s> SEND FAIL{self.sep}USER DOES NOT EXIST"
         except cartero.Error as e:
             cause(e)
             return "s> SEND FAIL"
+
+    def send_attach(self, recipient, message, file):
+        """SENDATTACH (SPEC 8); the file is then offered to the recipient's GETFILE."""
+        if self.user is None:
+            cause("SENDATTACH needs a user: REGISTER or CONNECT first")
+            return "s> SENDATTACH FAIL"
+        if not os.path.isabs(file):
+            cause(f"{file!r} is not an absolute path (the statement asks for one); it is sent as is")
+        try:
+            return f"s> SENDATTACH OK - MESSAGE {self.client.send_attach(self.user, recipient, message, file)}"
+        except cartero.UserNotFound:
+            return "s> SENDATTACH FAIL, USER DOES NOT EXIST"
+        except cartero.Error as e:
+            cause(e)
+            return "s> SENDATTACH FAIL"
+
+    def users(self):
+        """USERS (SPEC 8): the result line, then one name per line."""
+        try:
+            users = self.client.users(self.user)
+        except cartero.NotConnected:
+            return f"s> CONNECTED USERS FAIL{self.sep}USER IS NOT CONNECTED"
+        except cartero.Error as e:
+            cause(e)
+            return "s> CONNECTED USERS FAIL"
+        return "\n".join([f"s> CONNECTED USERS ({len(users)} users connected) OK"] + [u[0] for u in users])
+
+    def get_file(self, user, remote, local):
+        """GETFILE (SPEC 8): the file from the other user's listener."""
+        if self.user is None:
+            cause("GETFILE needs a user: REGISTER or CONNECT first")
+            return "c> FILE TRANSFER FAILED"
+        try:
+            self.client.get_file(user, remote, local, requester=self.user)
+            return "c> FILE TRANSFER OK"
+        except cartero.NotConnected:
+            return "c> FILE TRANSFER FAILED, user not connected."
+        except cartero.Error as e:
+            cause(f"{e}; no file was written to {local}")
+            return "c> FILE TRANSFER FAILED"
 
     def connected_users(self):
         try:
             users = self.client.connected_users(self.user)
             return f"s> CONNECTED USERS ({len(users)} users connected) OK - {', '.join(users)}"
         except cartero.NotConnected:
-            return "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"
+            return f"s> CONNECTED USERS FAIL{self.sep}USER IS NOT CONNECTED"
         except cartero.Error as e:
             cause(e)
             return "s> CONNECTED USERS FAIL"
@@ -140,6 +192,9 @@ USAGE = {
     "DISCONNECT": "DISCONNECT <alias>",
     "SEND": "SEND <alias> <message>",
     "CONNECTEDUSERS": "CONNECTEDUSERS",
+    "SENDATTACH": "SENDATTACH <alias> <message> <absolute file name>",
+    "USERS": "USERS",
+    "GETFILE": "GETFILE <alias> <remote file> <local file>",
     "QUIT": "QUIT",
 }
 
@@ -164,7 +219,24 @@ def command(session, line):
             cause(f"the message has {len(message.encode())} bytes; at most 255 fit")
             session.printer("s> SEND FAIL")
         else:
-            session.printer(session.send(args[0], message))
+            with session.replying:
+                session.printer(session.send(args[0], message))
+    elif name == "SENDATTACH" and len(args) >= 3:
+        # SPEC 8: the file is the last word, the message what lies between (quotes dropped).
+        after = line.strip()[len(words[0]):].strip()[len(args[0]):].strip()
+        message = after[: len(after) - len(args[-1])].strip()
+        if len(message) >= 2 and message[0] == message[-1] and message[0] in "\"'":
+            message = message[1:-1]
+        if len(message.encode()) > 255 or len(args[-1].encode()) > 255:
+            cause("the message and the file name hold at most 255 bytes each")
+            session.printer("s> SENDATTACH FAIL")
+        else:
+            with session.replying:
+                session.printer(session.send_attach(args[0], message, args[-1]))
+    elif name == "USERS" and not args:
+        session.printer(session.users())
+    elif name == "GETFILE" and len(args) == 3:
+        session.printer(session.get_file(*args))
     elif name == "CONNECTEDUSERS" and not args:
         session.printer(session.connected_users())
     elif name == "QUIT" and not args:
@@ -183,6 +255,7 @@ def main(argv=None):
     parser.add_argument("-s", "--server", required=True, help="the server: a name or a dotted address")
     parser.add_argument("-p", "--port", required=True, type=int, help="the server's port")
     parser.add_argument("--normalizer", help="the web service every message goes through, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--course", choices=["2022", "2025"], default="2022", help="which year's result lines")
     args = parser.parse_args(argv)
     lock = threading.Lock()
 
@@ -190,7 +263,7 @@ def main(argv=None):
         with lock:
             print(text, flush=True)
 
-    session = Session(args.server, args.port, printer, args.normalizer)
+    session = Session(args.server, args.port, printer, args.normalizer, args.course)
     interactive = sys.stdin.isatty()
     try:
         while True:

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""The course's 2022/23 client window, in tkinter, on the cartero module.
+"""The course's client window (2022/23, and 2025/26's SENDATTACH, USERS and GETFILE), in
+tkinter, on the cartero module.
 
-    python examples/python/gui_client.py -s localhost -p 8888
+    python examples/python/gui_client.py -s localhost -p 8888 [--course 2022|2025]
 
-Buttons REGISTER, UNREGISTER, CONNECT, DISCONNECT, CONNECTED USERS, SEND and QUIT act on the
-fields above them; the left pane shows what the user did ("c> ..."), the right pane what the
-server answered and pushed ("s> ..."), in the same words as the console client.
+Buttons REGISTER, UNREGISTER, CONNECT, DISCONNECT, CONNECTED USERS, SEND, SENDATTACH, USERS,
+GETFILE and QUIT act on the fields above them (SENDATTACH sends Message with File; GETFILE
+fetches Dest's File into Local file); the left pane shows what the user did ("c> ..."), the
+right pane what the server answered and pushed ("s> ..."), in the same words as the console
+client.
 """
 
 import argparse
@@ -18,15 +21,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from client import Session  # noqa: E402  (the console client's session, shared)
 
 FIELDS = [("full_name", "Full name"), ("alias", "Alias"), ("birth_date", "Birth date (DD/MM/YYYY)"),
-          ("dest", "Dest"), ("message", "Message")]
-BUTTONS = ["REGISTER", "UNREGISTER", "CONNECT", "DISCONNECT", "CONNECTED USERS", "SEND", "QUIT"]
+          ("dest", "Dest"), ("message", "Message"), ("file", "File (absolute path)"), ("local", "Local file")]
+BUTTONS = ["REGISTER", "UNREGISTER", "CONNECT", "DISCONNECT", "CONNECTED USERS", "SEND", "SENDATTACH", "USERS",
+           "GETFILE", "QUIT"]
 
 
 class App:
-    def __init__(self, root, host, port):
+    def __init__(self, root, host, port, course="2022"):
         self.root = root
         self.pushes = queue.Queue()  # filled by the listener's thread, drained by Tk's
-        self.session = Session(host, port, self.pushes.put)
+        self.session = Session(host, port, self.pushes.put, course=course)
         root.title(f"cartero client - {host}:{port}")
         form = tk.Frame(root)
         form.pack(fill="x", padx=8, pady=8)
@@ -104,6 +108,26 @@ class App:
             return
         self.s(self.session.send(dest, message))
 
+    def on_sendattach(self):
+        dest, message, file = self.field("dest"), self.entries["message"].get(), self.field("file")
+        self.c(f"SENDATTACH {dest} {message} {file}")
+        if len(message.encode()) > 255 or len(file.encode()) > 255 or not file:
+            self.s("s> SENDATTACH FAIL")
+            self.c("the message and the file name hold 1 to 255 bytes")
+            return
+        if not os.path.isabs(file):
+            self.c(f"{file} is not an absolute path; it is sent as is")
+        self.s(self.session.send_attach(dest, message, file))
+
+    def on_users(self):
+        self.c("USERS")
+        self.s(self.session.users())
+
+    def on_getfile(self):
+        dest, file, local = self.field("dest"), self.field("file"), self.field("local")
+        self.c(f"GETFILE {dest} {file} {local}")
+        self.s(self.session.get_file(dest, file, local))
+
     def on_quit(self):
         if self.session.connected is not None:
             self.c(f"QUIT refused: DISCONNECT {self.session.connected} first")
@@ -115,9 +139,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-s", "--server", required=True)
     parser.add_argument("-p", "--port", required=True, type=int)
+    parser.add_argument("--course", choices=["2022", "2025"], default="2022", help="which year's result lines")
     args = parser.parse_args(argv)
     root = tk.Tk()
-    App(root, args.server, args.port)
+    App(root, args.server, args.port, args.course)
     root.mainloop()
     return 0
 

@@ -16,7 +16,8 @@ use crate::messaging;
     version,
     about = "Servers, clients, checkers and load generators for the socket protocols of distributed-systems courses",
     after_help = "Kept from the first release, as aliases of the messaging verbs: cartero serve, client, check, \
-                  trace, bench and webservice are cartero messaging serve, client, check, trace, bench and webservice."
+                  trace, bench and webservice are cartero messaging serve, client, check, trace, bench and webservice; \
+                  cartero rpclog serve (the 2025/26 course's log service) is cartero messaging rpclog serve."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,8 @@ pub enum Command {
     Trace(messaging::cli::trace::Args),
     #[command(hide = true)]
     Webservice(messaging::cli::webservice::Args),
+    #[command(subcommand, hide = true)]
+    Rpclog(messaging::cli::rpclog::Command),
 }
 
 /// Parses the command line and runs it: the whole `cartero` binary.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => M::Check(a),
         Command::Trace(a) => M::Trace(a),
         Command::Webservice(a) => M::Webservice(a),
+        Command::Rpclog(c) => M::Rpclog(c),
     };
     messaging::cli::run(messaging_verb)
 }

@@ -54,6 +54,12 @@ pub enum cartero_result {
     CARTERO_CLOSED = 15,
     /// An internal buffer would grow past its bound: take what is there first.
     CARTERO_BUFFER_FULL = 16,
+    /// GETFILE: the other user's listener does not offer that file (SPEC 8).
+    CARTERO_REFUSED = 17,
+    /// GETFILE: the transfer ended before the whole file arrived; nothing was kept.
+    CARTERO_TRUNCATED = 18,
+    /// GETFILE: the local file cannot be written.
+    CARTERO_LOCAL_FILE = 19,
 }
 
 use cartero_result::*;
@@ -93,6 +99,9 @@ pub extern "C" fn cartero_result_message(result: u32) -> *const c_char {
         14 => "the peer does not speak the protocol\0",
         15 => "closed\0",
         16 => "internal buffer full: take what is there first\0",
+        17 => "the other user's listener does not offer that file\0",
+        18 => "the transfer was cut short; no file was kept\0",
+        19 => "the local file cannot be written\0",
         _ => "unknown result code\0",
     };
     text.as_ptr().cast()

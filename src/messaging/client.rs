@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 use crate::messaging::codec::CodecError;
+use crate::messaging::files::{self, classify, ConnectionKind, Offers};
 use crate::messaging::wire::{
     ConnectReply, ConnectedUsersReply, DisconnectReply, ProtocolError, Push, PushDecoder, RegisterReply, Reply,
-    ReplyDecoder, Request, SendReply, UnregisterReply,
+    ReplyDecoder, Request, SendReply, UnregisterReply, UsersReply,
 };
 
 /// Why a request got no valid reply.
@@ -128,6 +129,20 @@ macro_rules! operations {
             let request = Request::ConnectedUsers { alias: alias.map(Bytes::copy_from_slice) };
             match self.request(&request)$($await_)*? { Reply::ConnectedUsers(r) => Ok(r), other => Err(ClientError::Mismatch(other)) }
         }
+
+        /// USERS (SPEC 8): the connected users with their listening addresses.
+        pub $($async_)? fn users(&self, alias: Option<&[u8]>) -> Result<UsersReply, ClientError> {
+            let request = Request::Users { alias: alias.map(Bytes::copy_from_slice) };
+            match self.request(&request)$($await_)*? { Reply::Users(r) => Ok(r), other => Err(ClientError::Mismatch(other)) }
+        }
+
+        /// SENDATTACH (SPEC 8): a message and the name of a file (only the name travels). To
+        /// let the recipient fetch the file, offer it on the sender's listener
+        /// ([`Offers::offer`]) once the reply is `Ok`.
+        pub $($async_)? fn send_attach(&self, sender: impl AsRef<[u8]>, recipient: impl AsRef<[u8]>, body: impl AsRef<[u8]>, file: impl AsRef<[u8]>) -> Result<SendReply, ClientError> {
+            let request = Request::SendAttach { sender: bytes(sender), recipient: bytes(recipient), body: bytes(body), file: bytes(file) };
+            match self.request(&request)$($await_)*? { Reply::SendAttach(r) => Ok(r), other => Err(ClientError::Mismatch(other)) }
+        }
     };
 }
 
@@ -183,20 +198,30 @@ const PUSH_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes one push connection may carry: a push is four fields of at most 256.
 const MAX_PUSH_BYTES: usize = 4096;
 
-/// Reads one push connection to its end and decodes what it carried.
-async fn read_pushes(mut stream: TcpStream) -> Result<Vec<Push>, ProtocolError> {
+/// Reads one connection to a listener: a push connection to its end, decoding what it
+/// carried; a `GET FILE` request (SPEC 8) is handed to a transfer thread serving `offers`.
+async fn read_pushes(mut stream: TcpStream, offers: &Offers) -> Result<Vec<Push>, ProtocolError> {
     let mut buf = BytesMut::with_capacity(512);
     let read_all = async {
         while stream.read_buf(&mut buf).await? > 0 {
+            if classify(&buf) == ConnectionKind::GetFile {
+                return Ok(true);
+            }
             if buf.len() > MAX_PUSH_BYTES {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "push connection carries too much"));
             }
         }
-        Ok::<_, io::Error>(())
+        Ok::<_, io::Error>(false)
     };
-    match tokio::time::timeout(PUSH_READ_TIMEOUT, read_all).await {
+    let get_file = match tokio::time::timeout(PUSH_READ_TIMEOUT, read_all).await {
         Ok(result) => result?,
         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "push connection did not end").into()),
+    };
+    if get_file {
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        files::spawn_transfer(stream, buf, offers);
+        return Ok(Vec::new());
     }
     decode_pushes(&mut buf)
 }
@@ -223,8 +248,14 @@ pub struct Listener {
 const LISTENER_QUEUE: usize = 1024;
 
 impl Listener {
-    /// Listens on a free port of `ip` (`0.0.0.0` to be reachable from other machines).
+    /// Listens on a free port of `ip` (`0.0.0.0` to be reachable from other machines). A
+    /// `GET FILE` gets `ERROR`: this listener offers no file.
     pub async fn bind(ip: IpAddr) -> io::Result<Listener> {
+        Listener::bind_offering(ip, Offers::new()).await
+    }
+
+    /// [`bind`](Self::bind), serving `GET FILE` (SPEC 8) for the files in `offers`.
+    pub async fn bind_offering(ip: IpAddr, offers: Offers) -> io::Result<Listener> {
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (tx, pushes) = mpsc::channel(LISTENER_QUEUE);
@@ -235,8 +266,9 @@ impl Listener {
                     continue;
                 };
                 let tx = tx.clone();
+                let offers = offers.clone();
                 tokio::spawn(async move {
-                    match read_pushes(stream).await {
+                    match read_pushes(stream, &offers).await {
                         Ok(pushes) => {
                             for push in pushes {
                                 if tx.send(push).await.is_err() {
@@ -364,8 +396,15 @@ pub mod blocking {
     }
 
     impl Listener {
-        /// Listens on a free port of `ip` (`0.0.0.0` to be reachable from other machines).
+        /// Listens on a free port of `ip` (`0.0.0.0` to be reachable from other machines). A
+        /// `GET FILE` gets `ERROR`: this listener offers no file.
         pub fn bind(ip: IpAddr) -> io::Result<Listener> {
+            Listener::bind_offering(ip, Offers::new())
+        }
+
+        /// [`bind`](Self::bind), serving `GET FILE` (SPEC 8) for the files in `offers`, each
+        /// on a thread of its own.
+        pub fn bind_offering(ip: IpAddr, offers: Offers) -> io::Result<Listener> {
             let listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
             let addr = listener.local_addr()?;
             let (tx, pushes) = sync_channel(LISTENER_QUEUE);
@@ -378,9 +417,15 @@ pub mod blocking {
                             return;
                         }
                         let Ok(mut stream) = stream else { continue };
-                        match read_to_end(&mut stream)
-                            .and_then(|mut buf| decode_pushes(&mut buf).map_err(io::Error::other))
-                        {
+                        let received = match read_connection(&mut stream) {
+                            Ok((buf, true)) => {
+                                files::spawn_transfer(stream, buf, &offers);
+                                continue;
+                            }
+                            Ok((mut buf, false)) => decode_pushes(&mut buf).map_err(io::Error::other),
+                            Err(e) => Err(e),
+                        };
+                        match received {
                             Ok(received) => {
                                 for push in received {
                                     if tx.send(push).is_err() {
@@ -438,16 +483,21 @@ pub mod blocking {
         }
     }
 
-    fn read_to_end(stream: &mut TcpStream) -> io::Result<BytesMut> {
+    /// Reads a push connection to its end, or the start of a `GET FILE` request (then the
+    /// flag is true and the rest is for [`files::spawn_transfer`]).
+    fn read_connection(stream: &mut TcpStream) -> io::Result<(BytesMut, bool)> {
         stream.set_read_timeout(Some(PUSH_READ_TIMEOUT))?;
         let mut buf = BytesMut::with_capacity(512);
         let mut chunk = [0u8; 1024];
         loop {
             let n = stream.read(&mut chunk)?;
             if n == 0 {
-                return Ok(buf);
+                return Ok((buf, false));
             }
             buf.extend_from_slice(&chunk[..n]);
+            if classify(&buf) == ConnectionKind::GetFile {
+                return Ok((buf, true));
+            }
             if buf.len() > MAX_PUSH_BYTES {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "push connection carries too much"));
             }

@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub max_deliveries: usize,
     /// Print the console lines of SPEC 5 on standard output.
     pub console: bool,
+    /// The host of the RPC log service (SPEC 8, `LOG_RPC_IP`): every operation is reported
+    /// to it, without ever delaying or failing one.
+    pub log_rpc: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_deliveries: 256,
             console: false,
+            log_rpc: None,
         }
     }
 }
@@ -123,6 +127,8 @@ struct Shared {
     /// written with the engine locked.
     degraded: AtomicBool,
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The RPC log's reporter, when `log_rpc` is set.
+    rpclog: Option<crate::messaging::rpclog::Reporter>,
 }
 
 impl Shared {
@@ -247,7 +253,15 @@ impl Server {
             }
             None => (None, None),
         };
+        let rpclog = match &config.log_rpc {
+            None => None,
+            Some(host) => Some(
+                crate::messaging::rpclog::Reporter::start(host.clone())
+                    .map_err(|source| ServerError::Bind { addr: config.bind, source })?,
+            ),
+        };
         let shared = Arc::new(Shared {
+            rpclog,
             engine: Mutex::new(engine),
             delivery_slots: Arc::new(Semaphore::new(config.max_deliveries.max(1))),
             config,
@@ -346,6 +360,15 @@ impl Server {
             count(n(&st.commits), "store commit"),
             n(&st.commit_failures)
         );
+        if let Some(r) = &shared.rpclog {
+            let s = r.stats();
+            tracing::info!(
+                "RPC log: {} operations reported, {} failed, {} dropped (queue full)",
+                n(&s.reported),
+                n(&s.failed),
+                n(&s.dropped)
+            );
+        }
         Ok(())
     }
 }
@@ -417,10 +440,16 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
     let reply = match read_request(shared, &mut stream, deadline).await {
         Ok(request) => {
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            // Queued, never waited for: a slow or absent log service changes nothing here.
+            if let Some(rpclog) = &shared.rpclog {
+                rpclog.report(crate::messaging::rpclog::LogEntry::of(&request));
+            }
             let op = request.operation();
             let (reply, durable, events) = {
                 let mut engine = shared.engine();
-                if shared.degraded.load(Ordering::Acquire) && op != Operation::ConnectedUsers {
+                if shared.degraded.load(Ordering::Acquire)
+                    && !matches!(op, Operation::ConnectedUsers | Operation::Users)
+                {
                     // The store cannot take writes: refuse rather than answer what would be lost.
                     (Reply::failure(op), None, Vec::new())
                 } else {

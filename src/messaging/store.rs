@@ -18,7 +18,10 @@ use crate::messaging::engine::{Change, MessageRecord, UserRecord};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "cartero.db";
-const SCHEMA_VERSION: &str = "1";
+/// Version 1: users and messages. Version 2 (course 2025/26): `messages.file`, the attached
+/// file's name of a SENDATTACH message (NULL for SEND). A version 1 store is migrated when
+/// opened.
+const SCHEMA_VERSION: &str = "2";
 
 /// Why the store cannot be opened, read or written. Each says which store and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +93,27 @@ impl Store {
              ) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS messages (
                  seq INTEGER PRIMARY KEY, recipient BLOB NOT NULL, sender BLOB NOT NULL,
-                 id INTEGER NOT NULL, body BLOB NOT NULL
+                 id INTEGER NOT NULL, body BLOB NOT NULL, file BLOB
              );
              CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, sender, id);
-             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
              COMMIT;",
         )
         .map_err(err)?;
-        let version: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(err)?;
+        let read_version = || -> Result<Option<String>, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(err)
+        };
+        if read_version()?.as_deref() == Some("1") {
+            // A store written before SENDATTACH (the CREATEs above changed nothing in it).
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE messages ADD COLUMN file BLOB;
+                 UPDATE meta SET value = '2' WHERE key = 'schema';
+                 COMMIT;",
+            )
+            .map_err(err)?;
+        }
+        let version = read_version()?;
         if version.as_deref() != Some(SCHEMA_VERSION) {
             return Err(StoreError::Corrupt {
                 path,
@@ -157,7 +172,7 @@ impl Store {
         drop(stmt);
         let mut messages = Vec::new();
         let mut stmt =
-            self.conn.prepare("SELECT recipient, sender, id, body FROM messages ORDER BY seq").map_err(err)?;
+            self.conn.prepare("SELECT recipient, sender, id, body, file FROM messages ORDER BY seq").map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             messages.push(MessageRecord {
@@ -165,6 +180,7 @@ impl Store {
                 sender: Bytes::from(row.get::<_, Vec<u8>>(1).map_err(err)?),
                 id: row.get(2).map_err(err)?,
                 body: Bytes::from(row.get::<_, Vec<u8>>(3).map_err(err)?),
+                file: row.get::<_, Option<Vec<u8>>>(4).map_err(err)?.map(Bytes::from),
             });
         }
         Ok((users, messages))
@@ -209,10 +225,12 @@ impl Store {
                     .and_then(|mut s| s.execute([&alias[..]]))
                     .map_err(err)?;
                 }
-                Change::Stored { recipient, sender, id, body } => {
-                    tx.prepare_cached("INSERT INTO messages (recipient, sender, id, body) VALUES (?1, ?2, ?3, ?4)")
-                        .and_then(|mut s| s.execute(params![&recipient[..], &sender[..], id, &body[..]]))
-                        .map_err(err)?;
+                Change::Stored { recipient, sender, id, body, file } => {
+                    tx.prepare_cached(
+                        "INSERT INTO messages (recipient, sender, id, body, file) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![&recipient[..], &sender[..], id, &body[..], file.as_deref()]))
+                    .map_err(err)?;
                     tx.prepare_cached("UPDATE users SET last_id = ?1 WHERE alias = ?2")
                         .and_then(|mut s| s.execute(params![id, &sender[..]]))
                         .map_err(err)?;

@@ -6,6 +6,7 @@
 //! spellings.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -30,6 +31,8 @@ pub enum ProtocolError {
     UnexpectedCode { op: Operation, code: u8 },
     #[error("{} is not a decimal number in range", Escaped(.0))]
     BadNumber(Bytes),
+    #[error("{} is not a USERS entry `name :: IP :: port`", Escaped(.0))]
+    BadUserEntry(Bytes),
     /// Reading from the peer failed (when the decoder runs inside a tokio `FramedRead`).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -72,6 +75,47 @@ pub enum PushNames {
 pub struct WireSettings {
     pub codes: CodeEncoding,
     pub push_names: PushNames,
+}
+
+/// A course year whose statement the protocol follows (SPEC 8). Servers and clients serve
+/// both years' operations at once; the year picks the defaults where the years disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Course {
+    /// 2022/23: ASCII result codes, the ` / ` client lines of SPEC 6.
+    #[default]
+    Y2022,
+    /// 2025/26: raw result codes, the `, ` client lines of SPEC 8.
+    Y2025,
+}
+
+impl Course {
+    /// The server's wire defaults of the year.
+    pub fn wire(self) -> WireSettings {
+        match self {
+            Course::Y2022 => WireSettings { codes: CodeEncoding::Ascii, push_names: PushNames::Spaced },
+            Course::Y2025 => WireSettings { codes: CodeEncoding::Raw, push_names: PushNames::Spaced },
+        }
+    }
+}
+
+impl FromStr for Course {
+    type Err = UnknownSetting;
+    fn from_str(s: &str) -> Result<Self, UnknownSetting> {
+        match s {
+            "2022" | "2022/23" => Ok(Course::Y2022),
+            "2025" | "2025/26" => Ok(Course::Y2025),
+            _ => Err(UnknownSetting { what: "course", given: s.into(), expected: "2022, 2025" }),
+        }
+    }
+}
+
+impl fmt::Display for Course {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Course::Y2022 => "2022",
+            Course::Y2025 => "2025",
+        })
+    }
 }
 
 /// A setting's name that is not one of its known values.
@@ -152,7 +196,7 @@ fn put_number(dst: &mut BytesMut, n: u64) {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-/// The six operations of SPEC 2.
+/// The six operations of SPEC 2 and the two that the 2025/26 course adds (SPEC 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Register,
@@ -161,16 +205,22 @@ pub enum Operation {
     Disconnect,
     Send,
     ConnectedUsers,
+    /// SPEC 8: CONNECTEDUSERS with each user's listening address.
+    Users,
+    /// SPEC 8: SEND with the name of a file.
+    SendAttach,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Register,
         Operation::Unregister,
         Operation::Connect,
         Operation::Disconnect,
         Operation::Send,
         Operation::ConnectedUsers,
+        Operation::Users,
+        Operation::SendAttach,
     ];
 
     /// The operation's name on the wire and on the console.
@@ -182,6 +232,8 @@ impl Operation {
             Operation::Disconnect => "DISCONNECT",
             Operation::Send => "SEND",
             Operation::ConnectedUsers => "CONNECTEDUSERS",
+            Operation::Users => "USERS",
+            Operation::SendAttach => "SENDATTACH",
         }
     }
 
@@ -200,9 +252,10 @@ impl Operation {
     /// Fields after the operation in the request's full form.
     fn field_count(self) -> usize {
         match self {
+            Operation::SendAttach => 4,
             Operation::Register | Operation::Send => 3,
             Operation::Connect => 2,
-            Operation::Unregister | Operation::Disconnect | Operation::ConnectedUsers => 1,
+            Operation::Unregister | Operation::Disconnect | Operation::ConnectedUsers | Operation::Users => 1,
         }
     }
 }
@@ -243,6 +296,17 @@ pub enum Request {
     ConnectedUsers {
         alias: Option<Bytes>,
     },
+    /// SPEC 8: as `ConnectedUsers`, the reply listing addresses too.
+    Users {
+        alias: Option<Bytes>,
+    },
+    /// SPEC 8: `file` is the name of a file on the sender's machine; only the name travels.
+    SendAttach {
+        sender: Bytes,
+        recipient: Bytes,
+        body: Bytes,
+        file: Bytes,
+    },
 }
 
 impl Request {
@@ -254,6 +318,8 @@ impl Request {
             Request::Disconnect { .. } => Operation::Disconnect,
             Request::Send { .. } => Operation::Send,
             Request::ConnectedUsers { .. } => Operation::ConnectedUsers,
+            Request::Users { .. } => Operation::Users,
+            Request::SendAttach { .. } => Operation::SendAttach,
         }
     }
 
@@ -265,7 +331,8 @@ impl Request {
             Request::Unregister { alias } | Request::Disconnect { alias } => vec![alias],
             Request::Connect { alias, port } => vec![alias, port],
             Request::Send { sender, recipient, body } => vec![sender, recipient, body],
-            Request::ConnectedUsers { alias } => alias.iter().collect(),
+            Request::ConnectedUsers { alias } | Request::Users { alias } => alias.iter().collect(),
+            Request::SendAttach { sender, recipient, body, file } => vec![sender, recipient, body, file],
         }
     }
 
@@ -294,6 +361,10 @@ impl Request {
             Operation::Disconnect => Request::Disconnect { alias: next() },
             Operation::Send => Request::Send { sender: next(), recipient: next(), body: next() },
             Operation::ConnectedUsers => Request::ConnectedUsers { alias: Some(next()) },
+            Operation::Users => Request::Users { alias: Some(next()) },
+            Operation::SendAttach => {
+                Request::SendAttach { sender: next(), recipient: next(), body: next(), file: next() }
+            }
         }
     }
 }
@@ -341,7 +412,7 @@ impl RequestDecoder {
         self.codec.partial_len() == 0
             && matches!(
                 (self.op, self.fields.len()),
-                (Some(Operation::ConnectedUsers), 0) | (Some(Operation::Register), 1)
+                (Some(Operation::ConnectedUsers | Operation::Users), 0) | (Some(Operation::Register), 1)
             )
     }
 
@@ -352,6 +423,7 @@ impl RequestDecoder {
         }
         let request = match self.op.take()? {
             Operation::ConnectedUsers => Request::ConnectedUsers { alias: None },
+            Operation::Users => Request::Users { alias: None },
             _ => {
                 let name = self.fields.pop()?;
                 Request::Register { full_name: name.clone(), alias: name, birth_date: None }
@@ -449,6 +521,54 @@ pub enum ConnectedUsersReply {
     Error,
 }
 
+/// One connected user in a USERS reply (SPEC 8): its name and where it listens, the IP as
+/// the server saw it. On the wire: `name :: IP :: port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: Bytes,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl UserEntry {
+    /// The entry's field as cartero's server writes it: `name :: IP :: port`.
+    pub fn to_field(&self) -> Bytes {
+        let mut field = BytesMut::with_capacity(self.name.len() + 56);
+        field.extend_from_slice(&self.name);
+        field.extend_from_slice(format!(" :: {} :: {}", self.ip, self.port).as_bytes());
+        field.freeze()
+    }
+
+    /// Reads an entry as servers in the wild write it: `name :: IP :: port` or
+    /// `name::IP::port`. The name ends at the first `::`, the port starts after the last one
+    /// (so an IPv6 address, which holds `::` itself, stays whole); blanks around each part
+    /// are dropped.
+    pub fn parse(field: &[u8]) -> Option<UserEntry> {
+        let first = field.windows(2).position(|w| w == b"::")?;
+        let last = field.windows(2).rposition(|w| w == b"::")?;
+        if last <= first + 1 {
+            return None;
+        }
+        let name = field[..first].trim_ascii();
+        let ip = std::str::from_utf8(field[first + 2..last].trim_ascii()).ok()?.parse().ok()?;
+        let port = parse_u32(field[last + 2..].trim_ascii()).and_then(|p| u16::try_from(p).ok())?;
+        if name.is_empty() {
+            return None;
+        }
+        Some(UserEntry { name: Bytes::copy_from_slice(name), ip, port })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsersReply {
+    /// The connected users with their addresses, oldest connection first.
+    Ok {
+        users: Vec<UserEntry>,
+    },
+    NotConnected,
+    Error,
+}
+
 /// A server's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -458,6 +578,9 @@ pub enum Reply {
     Disconnect(DisconnectReply),
     Send(SendReply),
     ConnectedUsers(ConnectedUsersReply),
+    Users(UsersReply),
+    /// SENDATTACH answers as SEND does (SPEC 8).
+    SendAttach(SendReply),
 }
 
 impl Reply {
@@ -470,6 +593,8 @@ impl Reply {
             Operation::Disconnect => Reply::Disconnect(DisconnectReply::Error),
             Operation::Send => Reply::Send(SendReply::Error),
             Operation::ConnectedUsers => Reply::ConnectedUsers(ConnectedUsersReply::Error),
+            Operation::Users => Reply::Users(UsersReply::Error),
+            Operation::SendAttach => Reply::SendAttach(SendReply::Error),
         }
     }
 
@@ -481,6 +606,8 @@ impl Reply {
             Reply::Disconnect(_) => Operation::Disconnect,
             Reply::Send(_) => Operation::Send,
             Reply::ConnectedUsers(_) => Operation::ConnectedUsers,
+            Reply::Users(_) => Operation::Users,
+            Reply::SendAttach(_) => Operation::SendAttach,
         }
     }
 
@@ -510,7 +637,7 @@ impl Reply {
                 DisconnectReply::NotConnected => 2,
                 DisconnectReply::Error => 3,
             },
-            Reply::Send(r) => match r {
+            Reply::Send(r) | Reply::SendAttach(r) => match r {
                 SendReply::Ok { .. } => 0,
                 SendReply::NoSuchUser => 1,
                 SendReply::Error => 2,
@@ -519,6 +646,11 @@ impl Reply {
                 C::Ok { .. } => 0,
                 C::NotConnected => 1,
                 C::Error => 2,
+            },
+            Reply::Users(r) => match r {
+                UsersReply::Ok { .. } => 0,
+                UsersReply::NotConnected => 1,
+                UsersReply::Error => 2,
             },
         }
     }
@@ -548,6 +680,10 @@ impl Reply {
             (Operation::Send, 2) => Reply::Send(SendReply::Error),
             (Operation::ConnectedUsers, 1) => Reply::ConnectedUsers(ConnectedUsersReply::NotConnected),
             (Operation::ConnectedUsers, 2) => Reply::ConnectedUsers(ConnectedUsersReply::Error),
+            (Operation::Users, 1) => Reply::Users(UsersReply::NotConnected),
+            (Operation::Users, 2) => Reply::Users(UsersReply::Error),
+            (Operation::SendAttach, 1) => Reply::SendAttach(SendReply::NoSuchUser),
+            (Operation::SendAttach, 2) => Reply::SendAttach(SendReply::Error),
             _ => return None,
         })
     }
@@ -560,7 +696,15 @@ impl Reply {
             CodeEncoding::Raw => dst.extend_from_slice(&[code]),
         }
         match self {
-            Reply::Send(SendReply::Ok { id }) => put_number(dst, u64::from(*id)),
+            Reply::Send(SendReply::Ok { id }) | Reply::SendAttach(SendReply::Ok { id }) => {
+                put_number(dst, u64::from(*id))
+            }
+            Reply::Users(UsersReply::Ok { users }) => {
+                put_number(dst, users.len() as u64);
+                for user in users {
+                    put_field(dst, &user.to_field());
+                }
+            }
             Reply::ConnectedUsers(ConnectedUsersReply::Ok { users }) => {
                 put_number(dst, users.len() as u64);
                 for user in users {
@@ -601,9 +745,14 @@ pub struct ReplyDecoder {
     seen_encoding: Option<CodeEncoding>,
 }
 
+/// The longest USERS entry a client reads: a name of 255 bytes, an IPv6 address, a port and
+/// the separators fit well within it.
+const MAX_USER_ENTRY_LEN: usize = 512;
+
 impl ReplyDecoder {
     pub fn new(op: Operation) -> Self {
-        ReplyDecoder { op, codec: Codec::new(MAX_FIELD_LEN), stage: ReplyStage::Code, seen_encoding: None }
+        let max_len = if op == Operation::Users { MAX_USER_ENTRY_LEN } else { MAX_FIELD_LEN };
+        ReplyDecoder { op, codec: Codec::new(max_len), stage: ReplyStage::Code, seen_encoding: None }
     }
 
     /// The code encoding the server used, once its code has been read.
@@ -613,7 +762,9 @@ impl ReplyDecoder {
 
     /// Moves on once the code is known: a finished reply, or `None` if fields follow.
     fn after_code(&mut self, code: u8) -> Result<Option<Reply>, ProtocolError> {
-        if code == 0 && matches!(self.op, Operation::Send | Operation::ConnectedUsers) {
+        if code == 0
+            && matches!(self.op, Operation::Send | Operation::ConnectedUsers | Operation::Users | Operation::SendAttach)
+        {
             self.stage = ReplyStage::Payload;
             return Ok(None);
         }
@@ -663,6 +814,10 @@ impl Decoder for ReplyDecoder {
                         self.stage = ReplyStage::Code;
                         return Ok(Some(Reply::Send(SendReply::Ok { id: n })));
                     }
+                    if self.op == Operation::SendAttach {
+                        self.stage = ReplyStage::Code;
+                        return Ok(Some(Reply::SendAttach(SendReply::Ok { id: n })));
+                    }
                     if n > MAX_LISTED_USERS {
                         return Err(ProtocolError::BadNumber(itoa::Buffer::new().format(n).to_owned().into()));
                     }
@@ -673,6 +828,13 @@ impl Decoder for ReplyDecoder {
                     if users.len() as u32 == *expected {
                         let users = std::mem::take(users);
                         self.stage = ReplyStage::Code;
+                        if self.op == Operation::Users {
+                            let users = users
+                                .into_iter()
+                                .map(|field| UserEntry::parse(&field).ok_or(ProtocolError::BadUserEntry(field)))
+                                .collect::<Result<_, _>>()?;
+                            return Ok(Some(Reply::Users(UsersReply::Ok { users })));
+                        }
                         return Ok(Some(Reply::ConnectedUsers(ConnectedUsersReply::Ok { users })));
                     }
                     let Some(field) = self.codec.decode(buf)? else { return Ok(None) };
@@ -701,8 +863,26 @@ impl Decoder for ReplyDecoder {
 /// What the server writes to a client's listening port (SPEC 3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Push {
-    Message { sender: Bytes, id: u32, body: Bytes },
-    Ack { id: u32 },
+    Message {
+        sender: Bytes,
+        id: u32,
+        body: Bytes,
+    },
+    Ack {
+        id: u32,
+    },
+    /// SPEC 8: a SENDATTACH message, with the name of the sender's file.
+    AttachMessage {
+        sender: Bytes,
+        id: u32,
+        body: Bytes,
+        file: Bytes,
+    },
+    /// SPEC 8: the acknowledgement of a SENDATTACH message, to its sender.
+    AttachAck {
+        id: u32,
+        file: Bytes,
+    },
 }
 
 impl Push {
@@ -713,16 +893,29 @@ impl Push {
             (Push::Message { .. }, PushNames::Underscored) => "SEND_MESSAGE",
             (Push::Ack { .. }, PushNames::Spaced) => "SEND MESS ACK",
             (Push::Ack { .. }, PushNames::Underscored) => "SEND_MESS_ACK",
+            (Push::AttachMessage { .. }, PushNames::Spaced) => "SEND MESSAGE ATTACH",
+            (Push::AttachMessage { .. }, PushNames::Underscored) => "SEND_MESSAGE_ATTACH",
+            (Push::AttachAck { .. }, PushNames::Spaced) => "SEND MESS ATTACH ACK",
+            (Push::AttachAck { .. }, PushNames::Underscored) => "SEND_MESS_ATTACH_ACK",
         }
     }
 
     /// Appends the push's bytes to `dst`. Fails, writing nothing, if the sender or the body
     /// holds a NUL or is over the protocol's limit.
     pub fn encode(&self, names: PushNames, dst: &mut BytesMut) -> Result<(), CodecError> {
-        if let Push::Message { sender, body, .. } = self {
-            let codec = Codec::new(MAX_FIELD_LEN);
-            codec.check(sender)?;
-            codec.check(body)?;
+        let codec = Codec::new(MAX_FIELD_LEN);
+        match self {
+            Push::Message { sender, body, .. } => {
+                codec.check(sender)?;
+                codec.check(body)?;
+            }
+            Push::AttachMessage { sender, body, file, .. } => {
+                codec.check(sender)?;
+                codec.check(body)?;
+                codec.check(file)?;
+            }
+            Push::AttachAck { file, .. } => codec.check(file)?,
+            Push::Ack { .. } => {}
         }
         put_field(dst, self.name(names).as_bytes());
         match self {
@@ -732,6 +925,16 @@ impl Push {
                 put_field(dst, body);
             }
             Push::Ack { id } => put_number(dst, u64::from(*id)),
+            Push::AttachMessage { sender, id, body, file } => {
+                put_field(dst, sender);
+                put_number(dst, u64::from(*id));
+                put_field(dst, body);
+                put_field(dst, file);
+            }
+            Push::AttachAck { id, file } => {
+                put_number(dst, u64::from(*id));
+                put_field(dst, file);
+            }
         }
         Ok(())
     }
@@ -747,6 +950,8 @@ impl Push {
         match self {
             Push::Message { sender, body, .. } => sender.len() + body.len(),
             Push::Ack { .. } => 0,
+            Push::AttachMessage { sender, body, file, .. } => sender.len() + body.len() + file.len(),
+            Push::AttachAck { file, .. } => file.len(),
         }
     }
 }
@@ -755,6 +960,8 @@ impl Push {
 enum PushKind {
     Message,
     Ack,
+    AttachMessage,
+    AttachAck,
 }
 
 /// Incremental decoder of pushes (a client's listener). Accepts both spellings.
@@ -795,6 +1002,10 @@ impl Decoder for PushDecoder {
                     b"SEND_MESSAGE" => (PushKind::Message, PushNames::Underscored),
                     b"SEND MESS ACK" => (PushKind::Ack, PushNames::Spaced),
                     b"SEND_MESS_ACK" => (PushKind::Ack, PushNames::Underscored),
+                    b"SEND MESSAGE ATTACH" => (PushKind::AttachMessage, PushNames::Spaced),
+                    b"SEND_MESSAGE_ATTACH" => (PushKind::AttachMessage, PushNames::Underscored),
+                    b"SEND MESS ATTACH ACK" => (PushKind::AttachAck, PushNames::Spaced),
+                    b"SEND_MESS_ATTACH_ACK" => (PushKind::AttachAck, PushNames::Underscored),
                     _ => return Err(ProtocolError::UnknownPush(field)),
                 };
                 self.kind = Some(kind);
@@ -804,7 +1015,9 @@ impl Decoder for PushDecoder {
             self.fields.push(field);
             let done = match kind {
                 PushKind::Ack => self.fields.len() == 1,
+                PushKind::AttachAck => self.fields.len() == 2,
                 PushKind::Message => self.fields.len() == 3,
+                PushKind::AttachMessage => self.fields.len() == 4,
             };
             if done {
                 self.kind = None;
@@ -816,6 +1029,16 @@ impl Decoder for PushDecoder {
                         let sender = next();
                         let id = number(next())?;
                         Push::Message { sender, id, body: next() }
+                    }
+                    PushKind::AttachAck => {
+                        let id = number(next())?;
+                        Push::AttachAck { id, file: next() }
+                    }
+                    PushKind::AttachMessage => {
+                        let sender = next();
+                        let id = number(next())?;
+                        let body = next();
+                        Push::AttachMessage { sender, id, body, file: next() }
                     }
                 }));
             }
@@ -880,6 +1103,17 @@ mod tests {
             (b"CONNECTEDUSERS\0ana\0", Request::ConnectedUsers { alias: Some(b(b"ana")) }),
             (b"CONNECTEDUSERS\0", Request::ConnectedUsers { alias: None }),
             (b"REGISTER\0ana\0", Request::Register { full_name: b(b"ana"), alias: b(b"ana"), birth_date: None }),
+            (b"USERS\0ana\0", Request::Users { alias: Some(b(b"ana")) }),
+            (b"USERS\0", Request::Users { alias: None }),
+            (
+                b"SENDATTACH\0ana\0bob\0mira\0/home/ana/f.txt\0",
+                Request::SendAttach {
+                    sender: b(b"ana"),
+                    recipient: b(b"bob"),
+                    body: b(b"mira"),
+                    file: b(b"/home/ana/f.txt"),
+                },
+            ),
         ];
         for (bytes, expected) in cases {
             let (got, err) = drip(&mut RequestDecoder::new(), bytes);
@@ -1018,6 +1252,67 @@ mod tests {
         assert!(matches!(err, Some(ProtocolError::UnknownPush(_))));
         let (_, err) = drip(&mut PushDecoder::new(), b"SEND MESSAGE\0ana\0");
         assert!(matches!(err, Some(ProtocolError::Truncated)));
+    }
+
+    #[test]
+    fn course_2025_replies_exact_bytes() {
+        let ana = UserEntry { name: b(b"ana"), ip: "127.0.0.1".parse().unwrap(), port: 5000 };
+        let bob = UserEntry { name: b(b"bob"), ip: "::1".parse().unwrap(), port: 6 };
+        let cases: Vec<(Reply, &[u8], &[u8])> = vec![
+            (
+                Reply::Users(UsersReply::Ok { users: vec![ana, bob] }),
+                b"0\02\0ana :: 127.0.0.1 :: 5000\0bob :: ::1 :: 6\0",
+                b"\x002\0ana :: 127.0.0.1 :: 5000\0bob :: ::1 :: 6\0",
+            ),
+            (Reply::Users(UsersReply::NotConnected), b"1\0", b"\x01"),
+            (Reply::Users(UsersReply::Error), b"2\0", b"\x02"),
+            (Reply::SendAttach(SendReply::Ok { id: 9 }), b"0\09\0", b"\x009\0"),
+            (Reply::SendAttach(SendReply::NoSuchUser), b"1\0", b"\x01"),
+        ];
+        for (reply, ascii, raw) in cases {
+            for (codes, bytes) in [(CodeEncoding::Ascii, ascii), (CodeEncoding::Raw, raw)] {
+                let mut dst = BytesMut::new();
+                reply.encode(codes, &mut dst);
+                assert_eq!(&dst[..], bytes, "{reply:?} {codes}");
+                let (got, err) = drip(&mut ReplyDecoder::new(reply.operation()), bytes);
+                assert!(err.is_none(), "{err:?}");
+                assert_eq!(got, vec![reply.clone()]);
+            }
+        }
+        // Entries as other servers write them.
+        let (got, err) = drip(&mut ReplyDecoder::new(Operation::Users), b"\x001\0 ana::10.0.0.2::80 \0");
+        assert!(err.is_none(), "{err:?}");
+        let entry = UserEntry { name: b(b"ana"), ip: "10.0.0.2".parse().unwrap(), port: 80 };
+        assert_eq!(got, vec![Reply::Users(UsersReply::Ok { users: vec![entry] })]);
+        for bad in [&b"ana"[..], b"ana::1.2.3.4", b"::1.2.3.4::80", b"ana::host::80", b"ana::1.2.3.4::70000"] {
+            assert_eq!(UserEntry::parse(bad), None, "{}", bad.escape_ascii());
+        }
+        let (_, err) = drip(&mut ReplyDecoder::new(Operation::Users), b"0\01\0x::y::5\0");
+        assert!(matches!(err, Some(ProtocolError::BadUserEntry(_))));
+    }
+
+    #[test]
+    fn attach_pushes_in_both_spellings_exact_bytes() {
+        let msg = Push::AttachMessage { sender: b(b"ana"), id: 7, body: b(b"mira"), file: b(b"/tmp/f") };
+        let ack = Push::AttachAck { id: 7, file: b(b"/tmp/f") };
+        let cases: Vec<(&Push, PushNames, &[u8])> = vec![
+            (&msg, PushNames::Spaced, b"SEND MESSAGE ATTACH\0ana\07\0mira\0/tmp/f\0"),
+            (&msg, PushNames::Underscored, b"SEND_MESSAGE_ATTACH\0ana\07\0mira\0/tmp/f\0"),
+            (&ack, PushNames::Spaced, b"SEND MESS ATTACH ACK\07\0/tmp/f\0"),
+            (&ack, PushNames::Underscored, b"SEND_MESS_ATTACH_ACK\07\0/tmp/f\0"),
+        ];
+        for (push, names, bytes) in cases {
+            assert_eq!(&push.to_bytes(names).unwrap()[..], bytes);
+            let mut dec = PushDecoder::new();
+            let (got, err) = drip(&mut dec, bytes);
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(got, vec![push.clone()]);
+            assert_eq!(dec.seen_names(), Some(names));
+        }
+        let (_, err) = drip(&mut PushDecoder::new(), b"SEND MESS ATTACH ACK\07\0");
+        assert!(matches!(err, Some(ProtocolError::Truncated)));
+        let long = Push::AttachAck { id: 1, file: Bytes::from(vec![b'/'; 256]) };
+        assert!(long.to_bytes(PushNames::Spaced).is_err());
     }
 
     #[test]

@@ -25,8 +25,14 @@ impl Proc {
 
     /// Starts another program than `cartero` (a C example, say) the same way.
     pub fn start_program(program: &str, args: &[&str]) -> Proc {
+        Proc::start_with_env(program, args, &[])
+    }
+
+    /// [`start_program`](Self::start_program) with environment variables set.
+    pub fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -150,4 +156,50 @@ pub fn spec6_session(bob: &mut Proc, ana: &mut Proc) {
     ana.expect(&["s> SEND MESSAGE 1 OK"]);
     ana.type_line("CONNECTEDUSERS");
     ana.expect(&["s> CONNECTED USERS (2 users connected) OK - bob, ana"]);
+}
+
+/// The console session of SPEC 8 (course 2025/26 lines) that every console client must
+/// print exactly: bob and ana connect, ana attaches a file of `dir` to a message for bob,
+/// bob lists the users and fetches the file into `dir`, and every bad GETFILE fails with
+/// its line and leaves no file. Leaves both connected.
+pub fn spec8_session(bob: &mut Proc, ana: &mut Proc, dir: &std::path::Path) {
+    let offered = dir.join("apuntes.txt");
+    std::fs::write(&offered, "tema 1\ntema 2\n").unwrap();
+    let offered = offered.to_str().unwrap().to_string();
+    let copy = dir.join("copia.txt");
+    let copy = copy.to_str().unwrap().to_string();
+    bob.type_line("REGISTER bob");
+    bob.type_line("CONNECT bob");
+    bob.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+    ana.type_line("REGISTER ana");
+    ana.type_line("CONNECT ana");
+    ana.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+    ana.type_line("SEND ghost hola");
+    ana.expect(&["s> SEND FAIL, USER DOES NOT EXIST"]);
+    ana.type_line("SENDATTACH ghost hola /tmp/x");
+    ana.expect(&["s> SENDATTACH FAIL, USER DOES NOT EXIST"]);
+    ana.type_line(&format!("SENDATTACH bob \"mira los apuntes\" {offered}"));
+    ana.expect(&["s> SENDATTACH OK - MESSAGE 1"]);
+    bob.expect(&["s> MESSAGE 1 FROM ana", "   mira los apuntes", "   END", &format!("   FILE {offered}")]);
+    ana.expect(&[&format!("s> SENDATTACH MESSAGE 1 {offered} OK")]);
+    bob.type_line("USERS");
+    bob.expect(&["s> CONNECTED USERS (2 users connected) OK", "bob", "ana"]);
+    bob.type_line(&format!("GETFILE ana {offered} {copy}"));
+    bob.expect(&["c> FILE TRANSFER OK"]);
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "tema 1\ntema 2\n");
+    let refused = dir.join("refused.txt");
+    let refused = refused.to_str().unwrap();
+    for command in [
+        format!("GETFILE ana /etc/passwd {refused}"),
+        format!("GETFILE ana ../.. {refused}"),
+        format!("GETFILE bob {offered} {refused}"),
+    ] {
+        bob.type_line(&command);
+        bob.expect(&["c> FILE TRANSFER FAILED"]);
+    }
+    bob.type_line(&format!("GETFILE ghost {offered} {refused}"));
+    bob.expect(&["c> FILE TRANSFER FAILED, user not connected."]);
+    assert!(!std::path::Path::new(refused).exists());
+    ana.type_line("DISCONNECT ghost");
+    ana.expect(&["s> DISCONNECT FAIL, USER DOES NOT EXIST"]);
 }

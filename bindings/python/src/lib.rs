@@ -4,6 +4,7 @@
 //! signals between them, so Ctrl-C interrupts them. A Rust panic becomes `cartero.Error`,
 //! never pyo3's `PanicException` (which `except Exception` would miss).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -15,10 +16,11 @@ use cartero::client::blocking;
 use cartero::client::ClientError;
 use cartero::codec::{Codec, CodecError};
 use cartero::engine::{DeliveryId, DeliveryOutcome, EngineConfig, Hold};
+use cartero::messaging::files::{self, AnswerForm, GetFileError, Offers};
 use cartero::server::{Server as RustServer, ServerConfig, Storage};
 use cartero::wire::{
     CodeEncoding, ConnectReply, ConnectedUsersReply, DisconnectReply, PushNames, RegisterReply, Reply, Request,
-    RequestDecoder as RustRequestDecoder, SendReply, UnregisterReply, WireSettings,
+    RequestDecoder as RustRequestDecoder, SendReply, UnregisterReply, UsersReply, WireSettings,
 };
 use cartero::Push;
 use pyo3::exceptions::{PyStopIteration, PyValueError};
@@ -94,9 +96,31 @@ struct Client {
     /// The web service every body goes through before SEND, if any.
     normalizer: Option<String>,
     timeout: Duration,
+    /// The files this client attached in a SENDATTACH, served by its listeners (SPEC 8).
+    offers: Offers,
+    /// The alias last registered or connected from this client: GETFILE's requester.
+    user: Mutex<Option<String>>,
+    /// Where each user listens, from the last USERS answer.
+    known: Mutex<HashMap<String, SocketAddr>>,
 }
 
 impl Client {
+    fn set_user(&self, alias: &str) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = Some(alias.to_string());
+    }
+
+    /// The body as it goes out: through the web service when one is configured (SPEC 7).
+    fn outgoing(&self, py: Python<'_>, body: &str) -> PyResult<String> {
+        match &self.normalizer {
+            None => Ok(body.to_string()),
+            Some(url) => {
+                let (url, text, timeout) = (url.clone(), body.to_string(), self.timeout);
+                py.detach(move || cartero::webservice::normalize_remote(&url, &text, timeout))
+                    .map_err(|e| error(py, "ConnectionFailed", format!("{e}; the message was not sent")))
+            }
+        }
+    }
+
     /// Sends `request` with the GIL released.
     fn call(&self, py: Python<'_>, request: Request) -> PyResult<Reply> {
         let client = self.inner.clone();
@@ -116,7 +140,15 @@ impl Client {
         self::codes(codes)?;
         let timeout = seconds(timeout, "timeout")?;
         let inner = blocking::Client::new(host.clone(), port).with_timeout(timeout);
-        Ok(Client { inner, server: format!("{host}:{port}"), normalizer, timeout })
+        Ok(Client {
+            inner,
+            server: format!("{host}:{port}"),
+            normalizer,
+            timeout,
+            offers: Offers::new(),
+            user: Mutex::new(None),
+            known: Mutex::new(HashMap::new()),
+        })
     }
 
     fn __repr__(&self) -> String {
@@ -138,7 +170,10 @@ impl Client {
                 None => Request::Register { full_name: alias_bytes.clone(), alias: alias_bytes, birth_date: None },
             };
             match self.call(py, request)? {
-                Reply::Register(RegisterReply::Ok) => Ok(()),
+                Reply::Register(RegisterReply::Ok) => {
+                    self.set_user(alias);
+                    Ok(())
+                }
                 Reply::Register(RegisterReply::AliasInUse) => {
                     Err(error(py, "AliasInUse", format!("alias {alias:?} is already registered")))
                 }
@@ -172,7 +207,7 @@ impl Client {
             let ip: IpAddr = listen_host
                 .parse()
                 .map_err(|_| PyValueError::new_err(format!("{listen_host:?} is not an IP address")))?;
-            let listener = blocking::Listener::bind(ip)
+            let listener = blocking::Listener::bind_offering(ip, self.offers.clone())
                 .map_err(|e| error(py, "ConnectionFailed", format!("cannot listen on {ip}: {e}")))?;
             let port = listener.port();
             let request = Request::Connect {
@@ -180,7 +215,10 @@ impl Client {
                 port: Bytes::from(port.to_string()),
             };
             match self.call(py, request)? {
-                Reply::Connect(ConnectReply::Ok) => Ok(Listener { inner: Arc::new(Mutex::new(Some(listener))), port }),
+                Reply::Connect(ConnectReply::Ok) => {
+                    self.set_user(alias);
+                    Ok(Listener { inner: Arc::new(Mutex::new(Some(listener))), port })
+                }
                 Reply::Connect(ConnectReply::NoSuchUser) => {
                     Err(error(py, "UserNotFound", format!("no user {alias:?}")))
                 }
@@ -246,6 +284,99 @@ impl Client {
         })
     }
 
+    /// SENDATTACH (course 2025/26): a message and the name of a file (an absolute path; only
+    /// the name travels). Returns the message's id; the file is then offered to the
+    /// recipient's `get_file` through this client's listener. Raises as `send`.
+    fn send_attach(&self, py: Python<'_>, sender: &str, recipient: &str, body: &str, file: &str) -> PyResult<u32> {
+        guarded(py, || {
+            let body = self.outgoing(py, body)?;
+            let request = Request::SendAttach {
+                sender: Bytes::copy_from_slice(sender.as_bytes()),
+                recipient: Bytes::copy_from_slice(recipient.as_bytes()),
+                body: Bytes::from(body.into_bytes()),
+                file: Bytes::copy_from_slice(file.as_bytes()),
+            };
+            match self.call(py, request)? {
+                Reply::SendAttach(SendReply::Ok { id }) => {
+                    self.offers.offer(file.as_bytes());
+                    Ok(id)
+                }
+                Reply::SendAttach(SendReply::NoSuchUser) => {
+                    Err(error(py, "UserNotFound", format!("{sender:?} or {recipient:?} is not registered")))
+                }
+                _ => Err(error(
+                    py,
+                    "ServerError",
+                    format!("the server refused the attached message from {sender:?} to {recipient:?}"),
+                )),
+            }
+        })
+    }
+
+    /// USERS (course 2025/26), as `alias` (or, with None, as this machine's IP): the connected
+    /// users as `(name, ip, port)` tuples, oldest connection first. Raises NotConnected,
+    /// ServerError.
+    #[pyo3(signature = (alias=None))]
+    fn users(&self, py: Python<'_>, alias: Option<&str>) -> PyResult<Vec<(String, String, u16)>> {
+        guarded(py, || {
+            let request = Request::Users { alias: alias.map(|a| Bytes::copy_from_slice(a.as_bytes())) };
+            match self.call(py, request)? {
+                Reply::Users(UsersReply::Ok { users }) => {
+                    let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                    known.clear();
+                    for u in &users {
+                        known.insert(text(&u.name), SocketAddr::new(u.ip, u.port));
+                    }
+                    Ok(users.iter().map(|u| (text(&u.name), u.ip.to_string(), u.port)).collect())
+                }
+                Reply::Users(UsersReply::NotConnected) => {
+                    Err(error(py, "NotConnected", "the requester is not connected"))
+                }
+                _ => Err(error(py, "ServerError", "the server refused USERS (is the requester registered?)")),
+            }
+        })
+    }
+
+    /// GETFILE (course 2025/26): fetches `remote`, a file that `user` attached, from that
+    /// user's listener into `local` (through a temporary file beside it, renamed once the
+    /// whole file is in). The address comes from the last `users()` answer, refreshed once
+    /// if `user` is not in it. `requester` defaults to the alias last registered or connected
+    /// from this client; `form` is "auto", "sized", "zero-byte" or "raw". Returns the size.
+    /// Raises NotConnected (the user is not connected), FileTransferFailed (no file left).
+    #[pyo3(signature = (user, remote, local, *, requester=None, form="auto"))]
+    fn get_file(
+        &self,
+        py: Python<'_>,
+        user: &str,
+        remote: &str,
+        local: PathBuf,
+        requester: Option<String>,
+        form: &str,
+    ) -> PyResult<u64> {
+        guarded(py, || {
+            let form: AnswerForm =
+                form.parse().map_err(|e: cartero::wire::UnknownSetting| PyValueError::new_err(e.to_string()))?;
+            let requester = requester
+                .or_else(|| self.user.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .ok_or_else(|| error(py, "NotConnected", "GETFILE needs a user: register or connect first"))?;
+            let lookup = || self.known.lock().unwrap_or_else(|p| p.into_inner()).get(user).copied();
+            let addr = match lookup() {
+                Some(addr) => addr,
+                None => {
+                    // Once: the last USERS answer may be older than the user's CONNECT.
+                    let _ = self.users(py, Some(&requester));
+                    lookup().ok_or_else(|| error(py, "NotConnected", format!("{user:?} is not connected")))?
+                }
+            };
+            let remote = remote.as_bytes().to_vec();
+            let result = py.detach(move || files::get_file(addr, requester.as_bytes(), &remote, &local, form));
+            result.map_err(|e| match e {
+                GetFileError::Invalid(_) => error(py, "InvalidField", e.to_string()),
+                _ => error(py, "FileTransferFailed", e.to_string()),
+            })
+        })
+    }
+
     /// CONNECTEDUSERS, as `alias` (or, with None, as this machine's IP). Raises NotConnected,
     /// ServerError.
     #[pyo3(signature = (alias=None))]
@@ -270,6 +401,10 @@ fn push_to_py(py: Python<'_>, push: Push) -> PyResult<Py<PyAny>> {
     let obj = match push {
         Push::Message { sender, id, body } => types.getattr("Message")?.call1((text(&sender), id, text(&body)))?,
         Push::Ack { id } => types.getattr("Ack")?.call1((id,))?,
+        Push::AttachMessage { sender, id, body, file } => {
+            types.getattr("AttachMessage")?.call1((text(&sender), id, text(&body), text(&file)))?
+        }
+        Push::AttachAck { id, file } => types.getattr("AttachAck")?.call1((id, text(&file)))?,
     };
     Ok(obj.unbind())
 }

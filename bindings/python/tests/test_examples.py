@@ -17,9 +17,9 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples",
 class Console:
     """examples/python/client.py as a process fed line by line."""
 
-    def __init__(self, port):
+    def __init__(self, port, *extra):
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(EXAMPLES, "client.py"), "-s", LOCAL, "-p", str(port)],
+            [sys.executable, os.path.join(EXAMPLES, "client.py"), "-s", LOCAL, "-p", str(port), *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
 
     def type(self, line):
@@ -72,6 +72,49 @@ def test_the_python_console_client_prints_the_spec_lines():
         assert (code, rest) == (0, "s> DISCONNECT OK\n"), err
 
 
+def test_the_python_console_client_prints_the_course_2025_lines(tmp_path):
+    notes = tmp_path / "apuntes.txt"
+    notes.write_text("tema 1\ntema 2\n")
+    copy = tmp_path / "copia.txt"
+    refused = tmp_path / "refused.txt"
+    with cartero.serve(0, codes="raw") as server:
+        bob = Console(server.port, "--course", "2025")
+        ana = Console(server.port, "--course", "2025")
+        for who in [bob, ana]:
+            name = "bob" if who is bob else "ana"
+            who.type(f"REGISTER {name}")
+            who.type(f"CONNECT {name}")
+            who.expect("s> REGISTER OK", "s> CONNECT OK")
+        for command, expected in [
+            ("SEND ghost hola", "s> SEND FAIL, USER DOES NOT EXIST"),
+            ("SENDATTACH ghost hola /tmp/x", "s> SENDATTACH FAIL, USER DOES NOT EXIST"),
+            (f'SENDATTACH bob "mira los apuntes" {notes}', "s> SENDATTACH OK - MESSAGE 1"),
+        ]:
+            ana.type(command)
+            ana.expect(expected)
+        bob.expect("s> MESSAGE 1 FROM ana", "   mira los apuntes", "   END", f"   FILE {notes}")
+        ana.expect(f"s> SENDATTACH MESSAGE 1 {notes} OK")
+        bob.type("USERS")
+        bob.expect("s> CONNECTED USERS (2 users connected) OK", "bob", "ana")
+        bob.type(f"GETFILE ana {notes} {copy}")
+        bob.expect("c> FILE TRANSFER OK")
+        assert copy.read_text() == "tema 1\ntema 2\n"
+        for remote in ["/etc/passwd", "../.."]:
+            bob.type(f"GETFILE ana {remote} {refused}")
+            bob.expect("c> FILE TRANSFER FAILED")
+        bob.type(f"GETFILE ghost {notes} {refused}")
+        bob.expect("c> FILE TRANSFER FAILED, user not connected.")
+        assert not refused.exists()
+        ana.type("SENDATTACH bob hola notes.txt")
+        ana.expect("s> SENDATTACH OK - MESSAGE 2", "s> SENDATTACH MESSAGE 2 notes.txt OK")
+        ana.type("DISCONNECT ghost")
+        ana.expect("s> DISCONNECT FAIL, USER DOES NOT EXIST")
+        code, _, err = ana.finish()
+        assert code == 0 and "'notes.txt' is not an absolute path" in err, err
+        code, _, err = bob.finish()
+        assert code == 0 and "does not offer that file" in err and "Traceback" not in err, err
+
+
 def test_the_python_console_client_against_a_server_that_is_down():
     import socket
     with socket.socket() as s:
@@ -109,7 +152,7 @@ def display():
         os.environ["DISPLAY"] = previous
 
 
-def test_the_window_registers_connects_sends_and_shows_pushes(display):
+def test_the_window_registers_connects_sends_and_shows_pushes(display, tmp_path):
     sys.path.insert(0, EXAMPLES)
     import tkinter as tk
 
@@ -149,6 +192,22 @@ def test_the_window_registers_connects_sends_and_shows_pushes(display):
             until(lambda: "s> SEND MESSAGE 1 OK" in pane(app.server_pane), "the acknowledgement")
             assert bob.send("bob", "ana", "y desde bob") == 1
             until(lambda: "s> MESSAGE 1 FROM bob" in pane(app.server_pane), "bob's message")
+            # Course 2025/26: SENDATTACH, USERS, and bob fetching the attached file.
+            notes = tmp_path / "apuntes.txt"
+            notes.write_text("desde la ventana")
+            app.entries["file"].insert(0, str(notes))
+            app.buttons["SENDATTACH"].invoke()
+            assert pane(app.server_pane)[-1] == "s> SENDATTACH OK - MESSAGE 2"
+            assert next(bob_inbox) == cartero.Ack(1)  # of bob's message to ana
+            assert next(bob_inbox) == cartero.AttachMessage("ana", 2, "hola desde la ventana", str(notes))
+            until(lambda: f"s> SENDATTACH MESSAGE 2 {notes} OK" in pane(app.server_pane), "the attach ack")
+            app.buttons["USERS"].invoke()
+            assert pane(app.server_pane)[-3:] == ["s> CONNECTED USERS (2 users connected) OK", "bob", "ana"]
+            assert bob.get_file("ana", str(notes), tmp_path / "copia.txt", requester="bob") == 16
+            app.entries["local"].insert(0, str(tmp_path / "nada.txt"))
+            app.buttons["GETFILE"].invoke()  # bob attached nothing
+            assert pane(app.server_pane)[-1] == "c> FILE TRANSFER FAILED"
+            assert not (tmp_path / "nada.txt").exists()
             app.buttons["QUIT"].invoke()  # refused while connected
             assert "QUIT refused" in pane(app.client_pane)[-1]
             app.buttons["DISCONNECT"].invoke()

@@ -69,6 +69,8 @@ def test_the_client_sends_every_body_through_the_normalizer(webservice):
         with plain.connect("bob", listen_host=LOCAL) as bob:
             assert client.send("ana", "bob", "  hola \t   mundo  ") == 1
             assert next(bob) == cartero.Message("ana", 1, "hola mundo")
+            assert client.send_attach("ana", "bob", "  mira \t esto ", "/tmp/a.txt") == 2
+            assert next(bob) == cartero.AttachMessage("ana", 2, "mira esto", "/tmp/a.txt")
             with socket.socket() as s:
                 s.bind((LOCAL, 0))
                 down = f"http://{LOCAL}:{s.getsockname()[1]}"

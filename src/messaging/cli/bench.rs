@@ -276,12 +276,12 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
         collectors.push(tokio::spawn(async move {
             while let Some(push) = listener.next().await {
                 match push {
-                    Push::Message { sender, id, .. } => {
+                    Push::Message { sender, id, .. } | Push::AttachMessage { sender, id, .. } => {
                         let sender = index.get(&sender).copied().unwrap_or(usize::MAX);
                         *received.message_counts.lock().unwrap().entry((sender, id)).or_default() += 1;
                         received.messages.fetch_add(1, Ordering::Relaxed);
                     }
-                    Push::Ack { id } => {
+                    Push::Ack { id } | Push::AttachAck { id, .. } => {
                         *received.ack_counts.lock().unwrap().entry((i, id)).or_default() += 1;
                         received.acks.fetch_add(1, Ordering::Relaxed);
                     }
@@ -599,6 +599,7 @@ fn measure_restart(pending: usize) -> Result<(Duration, Duration), String> {
                             sender: alias(sender),
                             id: ids[sender],
                             body: body.clone(),
+                            file: None,
                         }
                     })
                     .collect();

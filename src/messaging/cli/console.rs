@@ -5,18 +5,21 @@
 //! protocol's answers go to standard output exactly as SPEC 6 writes them; causes of
 //! failures and usage hints go to standard error.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::console::{Input, Printer};
 use crate::messaging::client::blocking::{Client, Listener};
 use crate::messaging::client::ClientError;
+use crate::messaging::files::{self, AnswerForm, Offers};
 use crate::messaging::wire::{
-    ConnectReply, ConnectedUsersReply, DisconnectReply, RegisterReply, SendReply, UnregisterReply,
+    ConnectReply, ConnectedUsersReply, Course, DisconnectReply, RegisterReply, SendReply, UnregisterReply, UsersReply,
 };
 use crate::messaging::{Push, MAX_FIELD_LEN};
 
@@ -34,6 +37,13 @@ pub struct Args {
     /// The web service (e.g. http://127.0.0.1:8000) every message goes through before SEND.
     #[arg(long)]
     normalizer: Option<String>,
+    /// Which course year's result lines: `2022` (`SEND FAIL / USER DOES NOT EXIST`) or `2025`
+    /// (`SEND FAIL, USER DOES NOT EXIST`).
+    #[arg(long, default_value = "2022")]
+    course: Course,
+    /// How GETFILE reads the other listener's answer: `auto`, `sized`, `zero-byte` or `raw`.
+    #[arg(long, default_value = "auto")]
+    file_answer: AnswerForm,
 }
 
 /// The user connected from this client, with its listener and the thread printing pushes.
@@ -59,6 +69,15 @@ struct Console {
     /// The alias last registered or connected: the sender of SEND.
     user: Option<String>,
     connection: Option<Connection>,
+    course: Course,
+    file_answer: AnswerForm,
+    /// The files this session attached, served by its listener (SPEC 8).
+    offers: Offers,
+    /// Where each user listens, from the last USERS answer.
+    known: HashMap<String, SocketAddr>,
+    /// Held from a SEND's request to its printed reply, so that its acknowledgement (a push
+    /// the listener may get first) never prints above the reply.
+    replying: Arc<Mutex<()>>,
 }
 
 fn push_text(push: &Push) -> String {
@@ -69,6 +88,13 @@ fn push_text(push: &Push) -> String {
             String::from_utf8_lossy(body)
         ),
         Push::Ack { id } => format!("s> SEND MESSAGE {id} OK"),
+        Push::AttachMessage { sender, id, body, file } => format!(
+            "s> MESSAGE {id} FROM {}\n   {}\n   END\n   FILE {}",
+            String::from_utf8_lossy(sender),
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(file)
+        ),
+        Push::AttachAck { id, file } => format!("s> SENDATTACH MESSAGE {id} {} OK", String::from_utf8_lossy(file)),
     }
 }
 
@@ -80,6 +106,19 @@ fn cause(e: &ClientError) {
 impl Console {
     fn out(&self, line: &str) {
         self.printer.print(line);
+    }
+
+    /// The separator of the year's result lines: `FAIL / USER ...` or `FAIL, USER ...`.
+    fn sep(&self) -> &'static str {
+        match self.course {
+            Course::Y2022 => " / ",
+            Course::Y2025 => ", ",
+        }
+    }
+
+    /// The user this client acts as: the connected one, else the last registered.
+    fn current_user(&self) -> Option<String> {
+        self.connection.as_ref().map(|c| c.alias.clone()).or_else(|| self.user.clone())
     }
 
     /// Runs one command line; returns false when the client should end.
@@ -100,6 +139,21 @@ impl Console {
                 self.send(args[0], after_alias)
             }
             "CONNECTEDUSERS" if args.is_empty() => self.connected_users(),
+            "USERS" if args.is_empty() => self.users(),
+            "SENDATTACH" if args.len() >= 3 => {
+                // SPEC 8: the file is the last word, the message what lies between (quotes
+                // around it are dropped).
+                let after_alias = rest.trim_start()[args[0].len()..].trim();
+                let file = args[args.len() - 1];
+                let message = after_alias[..after_alias.len() - file.len()].trim();
+                let message = message
+                    .strip_prefix('"')
+                    .and_then(|m| m.strip_suffix('"'))
+                    .or_else(|| message.strip_prefix('\'').and_then(|m| m.strip_suffix('\'')))
+                    .unwrap_or(message);
+                self.send_attach(args[0], message, file)
+            }
+            "GETFILE" if args.len() == 3 => self.get_file(args[0], args[1], args[2]),
             "QUIT" if args.is_empty() => {
                 if let Some(c) = &self.connection {
                     eprintln!("cartero: QUIT refused: {} is connected; DISCONNECT {} first", c.alias, c.alias);
@@ -107,10 +161,11 @@ impl Console {
                 }
                 return false;
             }
-            "REGISTER" | "UNREGISTER" | "CONNECT" | "DISCONNECT" | "SEND" | "CONNECTEDUSERS" | "QUIT" => {
+            "REGISTER" | "UNREGISTER" | "CONNECT" | "DISCONNECT" | "SEND" | "CONNECTEDUSERS" | "USERS"
+            | "SENDATTACH" | "GETFILE" | "QUIT" => {
                 eprintln!("cartero: usage: {}", usage(&word.to_ascii_uppercase()));
             }
-            _ => eprintln!("cartero: unknown command {word:?}; commands: REGISTER, UNREGISTER, CONNECT, DISCONNECT, SEND, CONNECTEDUSERS, QUIT"),
+            _ => eprintln!("cartero: unknown command {word:?}; commands: REGISTER, UNREGISTER, CONNECT, DISCONNECT, SEND, SENDATTACH, CONNECTEDUSERS, USERS, GETFILE, QUIT"),
         }
         true
     }
@@ -164,7 +219,7 @@ impl Console {
             return;
         }
         // Reachable from the server wherever it runs; the port is free by construction.
-        let listener = match Listener::bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) {
+        let listener = match Listener::bind_offering(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.offers.clone()) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("cartero: cannot open a listening port: {e}");
@@ -192,11 +247,15 @@ impl Console {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let printer = self.printer.clone();
+        let replying = self.replying.clone();
         let thread = std::thread::spawn(move || {
             let listener = listener;
             while !stopping.load(Ordering::Acquire) {
                 match listener.recv_timeout(Duration::from_millis(100)) {
-                    Ok(push) => printer.print(push_text(&push)),
+                    Ok(push) => {
+                        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
+                        printer.print(push_text(&push));
+                    }
                     Err(true) => return,
                     Err(false) => {}
                 }
@@ -217,48 +276,56 @@ impl Console {
                 c.close();
             }
         }
+        let sep = self.sep();
         let line = match result {
-            Ok(DisconnectReply::Ok) => "s> DISCONNECT OK",
-            Ok(DisconnectReply::NoSuchUser) => "s> DISCONNECT FAIL / USER DOES NOT EXIST",
-            Ok(DisconnectReply::NotConnected) => "s> DISCONNECT FAIL / USER NOT CONNECTED",
-            Ok(DisconnectReply::Error) => "s> DISCONNECT FAIL",
+            Ok(DisconnectReply::Ok) => "s> DISCONNECT OK".into(),
+            Ok(DisconnectReply::NoSuchUser) => format!("s> DISCONNECT FAIL{sep}USER DOES NOT EXIST"),
+            Ok(DisconnectReply::NotConnected) => format!("s> DISCONNECT FAIL{sep}USER NOT CONNECTED"),
+            Ok(DisconnectReply::Error) => "s> DISCONNECT FAIL".into(),
             Err(e) => {
                 cause(&e);
-                "s> DISCONNECT FAIL"
+                "s> DISCONNECT FAIL".into()
             }
         };
-        self.out(line);
+        self.out(&line);
     }
 
-    fn send(&mut self, recipient: &str, body: &str) {
-        let Some(sender) = self.connection.as_ref().map(|c| c.alias.clone()).or_else(|| self.user.clone()) else {
-            eprintln!("cartero: SEND needs a user: REGISTER or CONNECT first");
-            self.out("s> SEND FAIL");
-            return;
-        };
-        let normalized;
+    /// The message as it goes out: through the web service when one is configured (SPEC 7).
+    /// `None` (with the cause on standard error) when it cannot go.
+    fn outgoing(&self, body: &str) -> Option<String> {
         let body = match &self.normalizer {
-            None => body,
+            None => body.to_string(),
             Some(url) => match crate::messaging::webservice::normalize_remote(url, body, self.timeout) {
-                Ok(text) => {
-                    normalized = text;
-                    normalized.as_str()
-                }
+                Ok(text) => text,
                 Err(e) => {
                     eprintln!("cartero: {e}; the message was not sent");
-                    self.out("s> SEND FAIL");
-                    return;
+                    return None;
                 }
             },
         };
         if body.len() > MAX_FIELD_LEN {
             eprintln!("cartero: the message has {} bytes; at most {MAX_FIELD_LEN} fit", body.len());
+            return None;
+        }
+        Some(body)
+    }
+
+    fn send(&mut self, recipient: &str, body: &str) {
+        let Some(sender) = self.current_user() else {
+            eprintln!("cartero: SEND needs a user: REGISTER or CONNECT first");
             self.out("s> SEND FAIL");
             return;
-        }
+        };
+        let Some(body) = self.outgoing(body) else {
+            self.out("s> SEND FAIL");
+            return;
+        };
+        let sep = self.sep();
+        let replying = self.replying.clone();
+        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
         let line = match self.client.send(&sender, recipient, body) {
             Ok(SendReply::Ok { id }) => format!("s> SEND OK - MESSAGE {id}"),
-            Ok(SendReply::NoSuchUser) => "s> SEND FAIL / USER DOES NOT EXIST".into(),
+            Ok(SendReply::NoSuchUser) => format!("s> SEND FAIL{sep}USER DOES NOT EXIST"),
             Ok(SendReply::Error) => "s> SEND FAIL".into(),
             Err(e) => {
                 cause(&e);
@@ -268,14 +335,107 @@ impl Console {
         self.out(&line);
     }
 
+    /// SENDATTACH (SPEC 8); on success the file is offered to the recipient's GETFILE.
+    fn send_attach(&mut self, recipient: &str, message: &str, file: &str) {
+        let Some(sender) = self.current_user() else {
+            eprintln!("cartero: SENDATTACH needs a user: REGISTER or CONNECT first");
+            self.out("s> SENDATTACH FAIL");
+            return;
+        };
+        if file.len() > MAX_FIELD_LEN {
+            eprintln!("cartero: the file name has {} bytes; at most {MAX_FIELD_LEN} fit", file.len());
+            self.out("s> SENDATTACH FAIL");
+            return;
+        }
+        if !Path::new(file).is_absolute() {
+            eprintln!("cartero: {file:?} is not an absolute path (the statement asks for one); it is sent as is");
+        }
+        let Some(message) = self.outgoing(message) else {
+            self.out("s> SENDATTACH FAIL");
+            return;
+        };
+        let replying = self.replying.clone();
+        let _order = replying.lock().unwrap_or_else(|p| p.into_inner());
+        let line = match self.client.send_attach(&sender, recipient, message, file) {
+            Ok(SendReply::Ok { id }) => {
+                if !self.offers.offer(file.as_bytes()) {
+                    eprintln!("cartero: {file:?} cannot be offered to GETFILE from this client");
+                }
+                format!("s> SENDATTACH OK - MESSAGE {id}")
+            }
+            Ok(SendReply::NoSuchUser) => "s> SENDATTACH FAIL, USER DOES NOT EXIST".into(),
+            Ok(SendReply::Error) => "s> SENDATTACH FAIL".into(),
+            Err(e) => {
+                cause(&e);
+                "s> SENDATTACH FAIL".into()
+            }
+        };
+        self.out(&line);
+    }
+
+    /// USERS (SPEC 8): the names, one per line; their addresses are kept for GETFILE.
+    fn users(&mut self) {
+        let sep = self.sep();
+        let alias = self.current_user();
+        match self.client.users(alias.as_deref().map(str::as_bytes)) {
+            Ok(UsersReply::Ok { users }) => {
+                self.known = users
+                    .iter()
+                    .map(|u| (String::from_utf8_lossy(&u.name).into_owned(), SocketAddr::new(u.ip, u.port)))
+                    .collect();
+                let mut lines = vec![format!("s> CONNECTED USERS ({} users connected) OK", users.len())];
+                lines.extend(users.iter().map(|u| String::from_utf8_lossy(&u.name).into_owned()));
+                self.out(&lines.join("\n"));
+            }
+            Ok(UsersReply::NotConnected) => self.out(&format!("s> CONNECTED USERS FAIL{sep}USER IS NOT CONNECTED")),
+            Ok(UsersReply::Error) => self.out("s> CONNECTED USERS FAIL"),
+            Err(e) => {
+                cause(&e);
+                self.out("s> CONNECTED USERS FAIL");
+            }
+        }
+    }
+
+    /// GETFILE (SPEC 8): the file `remote` of `user`, from its listener, to `local`.
+    fn get_file(&mut self, user: &str, remote: &str, local: &str) {
+        let Some(requester) = self.current_user() else {
+            eprintln!("cartero: GETFILE needs a user: REGISTER or CONNECT first");
+            self.out("c> FILE TRANSFER FAILED");
+            return;
+        };
+        let mut addr = self.known.get(user).copied();
+        if addr.is_none() {
+            // Once: the last USERS answer may be older than the user's CONNECT.
+            if let Ok(UsersReply::Ok { users }) = self.client.users(Some(requester.as_bytes())) {
+                self.known = users
+                    .iter()
+                    .map(|u| (String::from_utf8_lossy(&u.name).into_owned(), SocketAddr::new(u.ip, u.port)))
+                    .collect();
+            }
+            addr = self.known.get(user).copied();
+        }
+        let Some(addr) = addr else {
+            self.out("c> FILE TRANSFER FAILED, user not connected.");
+            return;
+        };
+        match files::get_file(addr, requester.as_bytes(), remote.as_bytes(), Path::new(local), self.file_answer) {
+            Ok(_) => self.out("c> FILE TRANSFER OK"),
+            Err(e) => {
+                eprintln!("cartero: {e}; no file was written to {local}");
+                self.out("c> FILE TRANSFER FAILED");
+            }
+        }
+    }
+
     fn connected_users(&mut self) {
-        let alias = self.connection.as_ref().map(|c| c.alias.clone()).or_else(|| self.user.clone());
+        let sep = self.sep();
+        let alias = self.current_user();
         let line = match self.client.connected_users(alias.as_deref().map(str::as_bytes)) {
             Ok(ConnectedUsersReply::Ok { users }) => {
                 let names: Vec<String> = users.iter().map(|u| String::from_utf8_lossy(u).into_owned()).collect();
                 format!("s> CONNECTED USERS ({} users connected) OK - {}", names.len(), names.join(", "))
             }
-            Ok(ConnectedUsersReply::NotConnected) => "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED".into(),
+            Ok(ConnectedUsersReply::NotConnected) => format!("s> CONNECTED USERS FAIL{sep}USER IS NOT CONNECTED"),
             Ok(ConnectedUsersReply::Error) => "s> CONNECTED USERS FAIL".into(),
             Err(e) => {
                 cause(&e);
@@ -300,7 +460,10 @@ fn usage(command: &str) -> &'static str {
         "CONNECT" => "CONNECT <alias>",
         "DISCONNECT" => "DISCONNECT <alias>",
         "SEND" => "SEND <alias> <message>",
+        "SENDATTACH" => "SENDATTACH <alias> <message> <absolute file name>",
         "CONNECTEDUSERS" => "CONNECTEDUSERS",
+        "USERS" => "USERS",
+        "GETFILE" => "GETFILE <alias> <remote file> <local file>",
         _ => "QUIT",
     }
 }
@@ -314,8 +477,19 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut console =
-        Console { client, normalizer: args.normalizer, timeout: args.timeout, printer, user: None, connection: None };
+    let mut console = Console {
+        client,
+        normalizer: args.normalizer,
+        timeout: args.timeout,
+        printer,
+        user: None,
+        connection: None,
+        course: args.course,
+        file_answer: args.file_answer,
+        offers: Offers::new(),
+        known: HashMap::new(),
+        replying: Arc::new(Mutex::new(())),
+    };
     while let Some(line) = input.read_line() {
         if !console.command(&line) {
             return ExitCode::SUCCESS;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod console;
+pub mod rpclog;
 pub mod serve;
 pub mod show;
 pub mod trace;
@@ -26,6 +27,9 @@ pub enum Command {
     Trace(trace::Args),
     /// The web service of part 2: collapses white space (SOAP and JSON).
     Webservice(webservice::Args),
+    /// The RPC log service of the 2025/26 course (part 3).
+    #[command(subcommand)]
+    Rpclog(rpclog::Command),
 }
 
 pub fn run(command: Command) -> ExitCode {
@@ -36,5 +40,6 @@ pub fn run(command: Command) -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Webservice(a) => webservice::run(a),
+        Command::Rpclog(c) => rpclog::run(c),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::messaging::engine::EngineConfig;
 use crate::messaging::server::{Server, ServerConfig, Storage};
-use crate::messaging::wire::{CodeEncoding, PushNames, WireSettings};
+use crate::messaging::wire::{CodeEncoding, Course, PushNames, WireSettings};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,12 +17,18 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
-    /// How result codes are written: `ascii` ("0" and NUL) or `raw` (one byte).
-    #[arg(long, default_value = "ascii")]
-    codes: CodeEncoding,
+    /// Which course year's wire defaults: `2022` (ASCII codes, spaced pushes) or `2025`
+    /// (raw codes, spaced pushes; SPEC 8). `--codes` and `--push-names` override them.
+    #[arg(long, default_value = "2022")]
+    course: Course,
+    /// How result codes are written: `ascii` ("0" and NUL) or `raw` (one byte). Default:
+    /// the course's.
+    #[arg(long)]
+    codes: Option<CodeEncoding>,
     /// How pushes are named: `spaced` (SEND MESSAGE) or `underscored` (SEND_MESSAGE).
-    #[arg(long, default_value = "spaced")]
-    push_names: PushNames,
+    /// Default: the course's.
+    #[arg(long)]
+    push_names: Option<PushNames>,
     /// Time a client has to send its whole request.
     #[arg(long, default_value = "5s", value_parser = crate::cli::common::duration)]
     request_timeout: Duration,
@@ -67,7 +73,13 @@ pub fn run(args: Args) -> ExitCode {
     let config = ServerConfig {
         bind: SocketAddr::new(args.bind, args.port),
         storage,
-        wire: WireSettings { codes: args.codes, push_names: args.push_names },
+        wire: {
+            let defaults = args.course.wire();
+            WireSettings {
+                codes: args.codes.unwrap_or(defaults.codes),
+                push_names: args.push_names.unwrap_or(defaults.push_names),
+            }
+        },
         engine: EngineConfig {
             max_users: args.max_users,
             max_pending_per_user: args.max_pending,
@@ -79,6 +91,8 @@ pub fn run(args: Args) -> ExitCode {
         max_connections: args.max_connections,
         max_deliveries: args.max_deliveries,
         console: true,
+        // SPEC 8, Part 3: the statement names the variable.
+        log_rpc: std::env::var("LOG_RPC_IP").ok().filter(|h| !h.trim().is_empty()),
     };
     let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,

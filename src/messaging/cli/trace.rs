@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messaging::files::{classify, ConnectionKind};
 use crate::messaging::wire::{
     CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder,
 };
@@ -220,6 +221,20 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
 
 /// Opens a listener that forwards each push to the client's real listener at
 /// `client_ip:port`, tracing it; returns the port to give the server instead.
+/// A GET FILE exchange as the trace shows it: the request's fields, and the answer's head
+/// (the sized form's `OK` and size, `ERROR`, or how many bytes of another form).
+fn show_get_file(request: &[u8], answer: &[u8]) -> String {
+    let fields: Vec<String> = request.split(|&b| b == 0).take(3).map(|f| Escaped(f).to_string()).collect();
+    let mut parts = answer.splitn(3, |&b| b == 0);
+    let head = match (parts.next(), parts.next()) {
+        (Some(b"OK"), Some(size)) => format!("OK, {} bytes", String::from_utf8_lossy(size)),
+        (Some(b"ERROR"), _) => "ERROR".into(),
+        _ if answer.is_empty() => "(no answer)".into(),
+        _ => format!("{} bytes in another form", answer.len()),
+    };
+    format!("{} => {head}", fields.join(" "))
+}
+
 async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, port: Bytes) -> Bytes {
     let real = std::str::from_utf8(&port).ok().and_then(|p| p.parse::<u16>().ok());
     let (Some(real), Ok(listener)) = (real, TcpListener::bind((IpAddr::from([0, 0, 0, 0]), 0)).await) else {
@@ -245,7 +260,15 @@ async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, po
                 let (out_rd, out_wr) = push_out.into_split();
                 let back = tokio::spawn(relay(out_rd, in_wr));
                 let bytes = relay(in_rd, out_wr).await;
-                let _ = back.await;
+                let answer = back.await.unwrap_or_default();
+                if classify(&bytes) == ConnectionKind::GetFile {
+                    // SPEC 8: another client's GETFILE, through the traced listener.
+                    tracer.line(
+                        &format!("   get file from {}: {}", Escaped(&alias), show_get_file(&bytes, &answer)),
+                        &[],
+                    );
+                    return;
+                }
                 let mut decoder = PushDecoder::new();
                 let mut buf = BytesMut::from(&bytes[..]);
                 let mut deviations = Vec::new();

@@ -42,7 +42,7 @@ use scheduler::{InFlight, InFlightPush};
 use crate::messaging::codec::MAX_FIELD_LEN;
 use crate::messaging::wire::{
     parse_u32, ConnectReply, ConnectedUsersReply, DisconnectReply, Push, RegisterReply, Reply, Request, SendReply,
-    UnregisterReply,
+    UnregisterReply, UserEntry, UsersReply,
 };
 
 /// Limits and policies of an [`Engine`].
@@ -115,11 +115,12 @@ pub enum Event {
         alias: Bytes,
         ok: bool,
     },
-    /// A message reached its recipient's listener.
+    /// A message reached its recipient's listener. `file` is set for a SENDATTACH message.
     Delivered {
         id: u32,
         sender: Bytes,
         recipient: Bytes,
+        file: Option<Bytes>,
     },
     /// A message waits in its recipient's mailbox: the recipient was offline, or the
     /// delivery failed.
@@ -127,8 +128,13 @@ pub enum Event {
         id: u32,
         sender: Bytes,
         recipient: Bytes,
+        file: Option<Bytes>,
     },
     ConnectedUsers {
+        ok: bool,
+    },
+    /// SPEC 8's USERS.
+    Users {
         ok: bool,
     },
 }
@@ -142,13 +148,27 @@ impl fmt::Display for Event {
             Event::Unregister { alias, ok } => write!(f, "UNREGISTER {} {}", text(alias), status(*ok)),
             Event::Connect { alias, ok } => write!(f, "CONNECT {} {}", text(alias), status(*ok)),
             Event::Disconnect { alias, ok } => write!(f, "DISCONNECT {} {}", text(alias), status(*ok)),
-            Event::Delivered { id, sender, recipient } => {
+            Event::Delivered { id, sender, recipient, file: None } => {
                 write!(f, "SEND MESSAGE {id} FROM {} TO {}", text(sender), text(recipient))
             }
-            Event::Stored { id, sender, recipient } => {
+            Event::Stored { id, sender, recipient, file: None } => {
                 write!(f, "MESSAGE {id} FROM {} TO {} STORED", text(sender), text(recipient))
             }
+            // SPEC 8 leaves these open; docs/protocols/messaging.md settles them.
+            Event::Delivered { id, sender, recipient, file: Some(file) } => {
+                write!(f, "SENDATTACH MESSAGE {id} FROM {} TO {} FILE {}", text(sender), text(recipient), text(file))
+            }
+            Event::Stored { id, sender, recipient, file: Some(file) } => {
+                write!(
+                    f,
+                    "SENDATTACH MESSAGE {id} FROM {} TO {} FILE {} STORED",
+                    text(sender),
+                    text(recipient),
+                    text(file)
+                )
+            }
             Event::ConnectedUsers { ok } => write!(f, "CONNECTEDUSERS {}", status(*ok)),
+            Event::Users { ok } => write!(f, "USERS {}", status(*ok)),
         }
     }
 }
@@ -163,6 +183,7 @@ impl Event {
             | Event::Connect { alias, .. }
             | Event::Disconnect { alias, .. } => alias.clone(),
             Event::ConnectedUsers { .. } => return Some(Event::ConnectedUsers { ok: false }),
+            Event::Users { .. } => return Some(Event::Users { ok: false }),
             Event::Delivered { .. } | Event::Stored { .. } => return None,
         };
         Some(match self {
@@ -194,11 +215,13 @@ pub enum Change {
         alias: Bytes,
     },
     /// A message entered `recipient`'s mailbox; `id` is also the sender's new last id.
+    /// `file` is the attached file's name of a SENDATTACH message.
     Stored {
         recipient: Bytes,
         sender: Bytes,
         id: u32,
         body: Bytes,
+        file: Option<Bytes>,
     },
     /// `recipient`'s oldest message, named by sender and id, was delivered and removed.
     Removed {
@@ -261,6 +284,8 @@ pub struct MessageRecord {
     pub sender: Bytes,
     pub id: u32,
     pub body: Bytes,
+    /// The attached file's name, for a SENDATTACH message.
+    pub file: Option<Bytes>,
 }
 
 impl Default for Engine {
@@ -349,7 +374,7 @@ impl Engine {
             let sender_uid = engine.registry.get(&m.sender).map_or(0, |u| u.uid);
             engine.registry.store(
                 &m.recipient,
-                StoredMessage { sender, sender_uid, id: m.id, body: m.body, gate: Gate::default() },
+                StoredMessage { sender, sender_uid, id: m.id, body: m.body, file: m.file, gate: Gate::default() },
             );
         }
         let connected: Vec<Bytes> = engine.registry.connected().cloned().collect();
@@ -387,8 +412,12 @@ impl Engine {
             Request::Unregister { alias } => Reply::Unregister(self.unregister(peer, alias)),
             Request::Connect { alias, port } => Reply::Connect(self.connect(peer, alias, port)),
             Request::Disconnect { alias } => Reply::Disconnect(self.disconnect(peer, alias)),
-            Request::Send { sender, recipient, body } => Reply::Send(self.send(peer, sender, recipient, body)),
+            Request::Send { sender, recipient, body } => Reply::Send(self.send(peer, sender, recipient, body, None)),
             Request::ConnectedUsers { alias } => Reply::ConnectedUsers(self.connected_users(peer, alias.as_ref())),
+            Request::Users { alias } => Reply::Users(self.users(peer, alias.as_ref())),
+            Request::SendAttach { sender, recipient, body, file } => {
+                Reply::SendAttach(self.send(peer, sender, recipient, body, Some(file)))
+            }
         }
     }
 
@@ -500,11 +529,21 @@ impl Engine {
         reply
     }
 
-    fn send(&mut self, peer: IpAddr, sender: &Bytes, recipient: &Bytes, body: &Bytes) -> SendReply {
+    /// SEND, and SENDATTACH when `file` is given (SPEC 8: the same rules and the same
+    /// per-sender ids; an empty file name is "any other error").
+    fn send(
+        &mut self,
+        peer: IpAddr,
+        sender: &Bytes,
+        recipient: &Bytes,
+        body: &Bytes,
+        file: Option<&Bytes>,
+    ) -> SendReply {
         let (Some(from), Some(to)) = (self.registry.get(sender), self.registry.get(recipient)) else {
             return SendReply::NoSuchUser;
         };
         if body.len() > MAX_FIELD_LEN
+            || file.is_some_and(|f| f.is_empty() || f.len() > MAX_FIELD_LEN)
             || from.connection.is_some_and(|c| c.addr.ip() != peer)
             || to.mailbox.len() >= self.config.max_pending_per_user
             || self.registry.pending_total() >= self.config.max_pending_total
@@ -519,24 +558,48 @@ impl Engine {
             from.last_id = id;
         }
         let body = Bytes::copy_from_slice(body);
+        let file = file.map(|f| Bytes::copy_from_slice(f));
         self.record_change(|| Change::Stored {
             recipient: recipient.clone(),
             sender: sender_key.clone(),
             id,
             body: body.clone(),
+            file: file.clone(),
         });
         let gate = self.gate();
-        self.registry.store(recipient, StoredMessage { sender: sender_key.clone(), sender_uid, id, body, gate });
+        let message = StoredMessage { sender: sender_key.clone(), sender_uid, id, body, file: file.clone(), gate };
+        self.registry.store(recipient, message);
         if recipient_connected {
             self.wake(recipient);
         } else {
-            self.record_event(|| Event::Stored { id, sender: sender_key, recipient: recipient.clone() });
+            self.record_event(|| Event::Stored { id, sender: sender_key, recipient: recipient.clone(), file });
         }
         SendReply::Ok { id }
     }
 
-    fn connected_users(&mut self, peer: IpAddr, alias: Option<&Bytes>) -> ConnectedUsersReply {
-        let allowed = match alias {
+    /// SPEC 8's USERS: CONNECTEDUSERS' rules, each user listed with its listening address.
+    fn users(&mut self, peer: IpAddr, alias: Option<&Bytes>) -> UsersReply {
+        let reply = match self.may_list_users(peer, alias) {
+            Ok(()) => UsersReply::Ok {
+                users: self
+                    .registry
+                    .connected()
+                    .filter_map(|name| {
+                        let conn = self.registry.get(name)?.connection?;
+                        Some(UserEntry { name: name.clone(), ip: conn.addr.ip(), port: conn.addr.port() })
+                    })
+                    .collect(),
+            },
+            Err(ConnectedUsersReply::NotConnected) => UsersReply::NotConnected,
+            Err(_) => UsersReply::Error,
+        };
+        self.record_event(|| Event::Users { ok: matches!(reply, UsersReply::Ok { .. }) });
+        reply
+    }
+
+    /// Whether the requester of CONNECTEDUSERS or USERS may have the list (SPEC 2.6).
+    fn may_list_users(&self, peer: IpAddr, alias: Option<&Bytes>) -> Result<(), ConnectedUsersReply> {
+        match alias {
             Some(alias) => match self.registry.get(alias) {
                 None => Err(ConnectedUsersReply::Error),
                 Some(user) if !user.is_connected() => Err(ConnectedUsersReply::NotConnected),
@@ -544,8 +607,11 @@ impl Engine {
             },
             None if self.registry.has_connected_ip(peer) => Ok(()),
             None => Err(ConnectedUsersReply::NotConnected),
-        };
-        let reply = match allowed {
+        }
+    }
+
+    fn connected_users(&mut self, peer: IpAddr, alias: Option<&Bytes>) -> ConnectedUsersReply {
+        let reply = match self.may_list_users(peer, alias) {
             Ok(()) => ConnectedUsersReply::Ok { users: self.registry.connected().cloned().collect() },
             Err(reply) => reply,
         };
@@ -566,11 +632,25 @@ impl Engine {
             let Some(user) = self.registry.get_mut(&alias) else { continue };
             user.queued = false;
             let (Some(conn), false) = (user.connection, user.busy) else { continue };
-            let (push, flight_push) = if let Some(id) = user.acks.pop_front() {
-                (Push::Ack { id }, InFlightPush::Ack)
+            let (push, flight_push) = if let Some((id, file)) = user.acks.pop_front() {
+                let push = match file {
+                    None => Push::Ack { id },
+                    Some(file) => Push::AttachAck { id, file },
+                };
+                (push, InFlightPush::Ack)
             } else if let Some(m) = user.mailbox.front() {
-                let push = Push::Message { sender: m.sender.clone(), id: m.id, body: m.body.clone() };
-                (push, InFlightPush::Message { sender: m.sender.clone(), sender_uid: m.sender_uid, id: m.id })
+                let (sender, id, body) = (m.sender.clone(), m.id, m.body.clone());
+                let push = match &m.file {
+                    None => Push::Message { sender, id, body },
+                    Some(file) => Push::AttachMessage { sender, id, body, file: file.clone() },
+                };
+                let flight = InFlightPush::Message {
+                    sender: m.sender.clone(),
+                    sender_uid: m.sender_uid,
+                    id: m.id,
+                    file: m.file.clone(),
+                };
+                (push, flight)
             } else {
                 continue;
             };
@@ -598,15 +678,20 @@ impl Engine {
             user.busy = false;
         }
         match (flight.push, outcome) {
-            (InFlightPush::Message { sender, sender_uid, id }, DeliveryOutcome::Delivered) => {
+            (InFlightPush::Message { sender, sender_uid, id, file }, DeliveryOutcome::Delivered) => {
                 if still_registered && self.registry.remove_front(&flight.to, &sender, id) {
                     self.record_change(|| Change::Removed { recipient: flight.to.clone(), sender: sender.clone(), id });
                 }
-                self.record_event(|| Event::Delivered { id, sender: sender.clone(), recipient: flight.to.clone() });
-                self.acknowledge(&sender, sender_uid, id);
+                self.record_event(|| Event::Delivered {
+                    id,
+                    sender: sender.clone(),
+                    recipient: flight.to.clone(),
+                    file: file.clone(),
+                });
+                self.acknowledge(&sender, sender_uid, id, file);
             }
-            (InFlightPush::Message { sender, id, .. }, DeliveryOutcome::Failed) => {
-                self.record_event(|| Event::Stored { id, sender, recipient: flight.to.clone() });
+            (InFlightPush::Message { sender, id, file, .. }, DeliveryOutcome::Failed) => {
+                self.record_event(|| Event::Stored { id, sender, recipient: flight.to.clone(), file });
                 if on_same_connection {
                     self.mark_disconnected(&flight.to);
                 }
@@ -675,7 +760,7 @@ impl Engine {
             Change::Disconnected { alias } => {
                 self.registry.disconnect(alias);
             }
-            Change::Stored { recipient, sender, id, body } => {
+            Change::Stored { recipient, sender, id, body, file } => {
                 let sender_key = self.registry.key(sender).cloned();
                 let (Some(sender_key), true) = (sender_key, self.registry.contains(recipient)) else {
                     return Err(EngineError::InconsistentChange("storing a message between unknown users"));
@@ -692,6 +777,7 @@ impl Engine {
                     sender_uid,
                     id: *id,
                     body: Bytes::copy_from_slice(body),
+                    file: file.clone(),
                     gate: Gate::default(),
                 };
                 self.registry.store(recipient, message);
@@ -706,10 +792,10 @@ impl Engine {
         Ok(())
     }
 
-    fn acknowledge(&mut self, sender: &[u8], sender_uid: u64, id: u32) {
+    fn acknowledge(&mut self, sender: &[u8], sender_uid: u64, id: u32, file: Option<Bytes>) {
         let Some(user) = self.registry.get_mut(sender).filter(|u| u.uid == sender_uid) else { return };
         if user.is_connected() {
-            user.acks.push_back(id);
+            user.acks.push_back((id, file));
             self.wake(sender);
         }
     }

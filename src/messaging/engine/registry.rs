@@ -26,12 +26,14 @@ pub struct StoredMessage {
     pub(crate) sender_uid: u64,
     pub id: u32,
     pub body: Bytes,
+    /// The attached file's name, for a SENDATTACH message (SPEC 8).
+    pub file: Option<Bytes>,
     pub(crate) gate: Gate,
 }
 
 impl PartialEq for StoredMessage {
     fn eq(&self, other: &Self) -> bool {
-        self.sender == other.sender && self.id == other.id && self.body == other.body
+        self.sender == other.sender && self.id == other.id && self.body == other.body && self.file == other.file
     }
 }
 
@@ -97,8 +99,9 @@ pub struct User {
     pub last_id: u32,
     pub connection: Option<Connection>,
     pub mailbox: Mailbox,
-    /// Acknowledgements waiting to be pushed to this user, as message ids.
-    pub(crate) acks: VecDeque<u32>,
+    /// Acknowledgements waiting to be pushed to this user: message ids, with the attached
+    /// file's name for a SENDATTACH message.
+    pub(crate) acks: VecDeque<(u32, Option<Bytes>)>,
     /// A delivery to this user is in flight.
     pub(crate) busy: bool,
     /// This user is in the scheduler's ready queue.

@@ -19,7 +19,7 @@ pub struct DeliveryId(pub u64);
 /// What an in-flight delivery carries, as the engine needs it when the outcome comes back.
 #[derive(Debug, Clone)]
 pub(crate) enum InFlightPush {
-    Message { sender: Bytes, sender_uid: u64, id: u32 },
+    Message { sender: Bytes, sender_uid: u64, id: u32, file: Option<Bytes> },
     Ack,
 }
 

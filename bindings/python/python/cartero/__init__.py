@@ -15,12 +15,13 @@ from ._errors import (
     BadRequest,
     ConnectionFailed,
     Error,
+    FileTransferFailed,
     InvalidField,
     NotConnected,
     ServerError,
     UserNotFound,
 )
-from ._types import Ack, Message
+from ._types import Ack, AttachAck, AttachMessage, Message
 from ._native import (
     Client,
     Delivery,
@@ -37,6 +38,8 @@ from ._native import (
 
 __all__ = [
     "Ack",
+    "AttachAck",
+    "AttachMessage",
     "AliasInUse",
     "AlreadyConnected",
     "BadRequest",
@@ -46,6 +49,7 @@ __all__ = [
     "Engine",
     "Error",
     "FieldDecoder",
+    "FileTransferFailed",
     "InvalidField",
     "Listener",
     "Message",

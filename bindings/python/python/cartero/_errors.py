@@ -35,3 +35,8 @@ class InvalidField(Error, ValueError):
 
 class BadRequest(Error, ValueError):
     """Bytes given to a RequestDecoder are not a valid request."""
+
+
+class FileTransferFailed(Error):
+    """GETFILE: the file did not arrive whole (refused, cut short, unreachable); no file was
+    left at the destination."""
