@@ -3,6 +3,7 @@
 //! One folder per protocol, each with the same inner shape (wire format, sans-IO state
 //! machine, store, tokio server, client, checker and its CLI verbs):
 //! - [`messaging`]: the UC3M message-delivery service (seed 001).
+//! - [`buckets`]: the bucket stores of seeds 003 and 004 (two vocabularies, one store).
 //!
 //! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
 //! helpers), [`console`] (interactive consoles that print incoming lines above the line being
@@ -13,6 +14,7 @@
 //! The names of the first release stay where they were: `cartero::Codec`, `cartero::Engine`,
 //! `cartero::client`, `cartero::wire`... are the messaging ones.
 
+pub mod buckets;
 pub mod cli;
 pub mod console;
 pub mod ffi;
@@ -23,6 +25,6 @@ pub mod shutdown;
 // which the README, the Python module and existing programs use.
 pub use messaging::{client, codec, engine, harness, server, store, webservice, wire};
 pub use messaging::{
-    Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig,
-    EngineError, Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
+    Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError,
+    Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
 };

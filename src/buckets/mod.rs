@@ -1,0 +1,9 @@
+//! The bucket stores of seeds 003 and 004 (`docs/protocols/buckets.md`): named buckets of
+//! files on the server's disk, served in two vocabularies from one store on one port.
+//!
+//! Layers, each depending only on the ones listed before it:
+//! - [`store`]: buckets and files under a root opened by handle, atomic and durable uploads.
+
+pub mod store;
+
+pub use store::{FileEntry, Name, NameError, PutMode, Store, StoreError, Upload};
