@@ -3,7 +3,11 @@
 //!
 //! Layers, each depending only on the ones listed before it:
 //! - [`store`]: buckets and files under a root opened by handle, atomic and durable uploads.
+//! - [`wire`]: request lines of both vocabularies, replies, and the [`wire::Session`] that
+//!   tells command lines from upload bytes (sans-IO).
 
 pub mod store;
+pub mod wire;
 
 pub use store::{FileEntry, Name, NameError, PutMode, Store, StoreError, Upload};
+pub use wire::{Command, Op, Reply, Request, Vocabulary};

@@ -705,7 +705,7 @@ mod tests {
     fn a_planted_fifo_is_refused_without_blocking() {
         let (_d, store) = store();
         store.create_bucket(&name("b")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, &store.path().join("b/pipe"), Mode::from_raw_mode(0o644)).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, store.path().join("b/pipe"), Mode::from_raw_mode(0o644)).unwrap();
         assert!(matches!(store.get(&name("b"), &name("pipe")), Err(StoreError::NoSuchFile)));
         store.delete_bucket(&name("b")).unwrap();
     }
