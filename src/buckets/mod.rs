@@ -5,7 +5,11 @@
 //! - [`store`]: buckets and files under a root opened by handle, atomic and durable uploads.
 //! - [`wire`]: request lines of both vocabularies, replies, and the [`wire::Session`] that
 //!   tells command lines from upload bytes (sans-IO).
+//! - [`server`]: the tokio server over the store, in constant memory per connection.
+//! - [`cli`]: the `cartero buckets ...` verbs.
 
+pub mod cli;
+pub mod server;
 pub mod store;
 pub mod wire;
 

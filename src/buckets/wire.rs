@@ -155,6 +155,8 @@ pub struct Rejection {
     pub op: Option<Op>,
     pub reason: String,
     pub after: After,
+    /// The line as received, printable and cut short (for the server's log).
+    pub line: String,
 }
 
 impl Rejection {
@@ -197,10 +199,17 @@ pub fn parse_request(line: &[u8], max_file_size: u64) -> Result<Request, Rejecti
                 op: None,
                 reason: format!("unknown command {}", printable(&line[..word_end], 40)),
                 after: After::Continue,
+                line: printable(line, 100),
             })
         }
     };
-    let refuse = |reason: String, after: After| Rejection { vocabulary, op: Some(op), reason, after };
+    let refuse = |reason: String, after: After| Rejection {
+        vocabulary,
+        op: Some(op),
+        reason,
+        after,
+        line: printable(line, 100),
+    };
     let args: Vec<&[u8]> = match vocabulary {
         Vocabulary::Codes => rest.split(|&b| b == b' ').filter(|a| !a.is_empty()).collect(),
         Vocabulary::Eafit if rest.is_empty() => Vec::new(),

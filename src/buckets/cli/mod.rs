@@ -1,0 +1,49 @@
+//! `cartero buckets <verb>`: the bucket store's command-line verbs.
+
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the bucket server (both vocabularies on one port).
+    Serve(serve::Args),
+}
+
+pub fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Serve(a) => serve::run(a),
+    }
+}
+
+/// Parses a byte count such as `1G`, `512M`, `64KiB` or `1000` (powers of 1024).
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size (write it like 1G, 64M or 4096)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?} has an unknown unit (K, M, G or T)")),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(super::byte_size("1G"), Ok(1 << 30));
+        assert_eq!(super::byte_size("64KiB"), Ok(64 << 10));
+        assert_eq!(super::byte_size("4096"), Ok(4096));
+        assert!(super::byte_size("-1").is_err());
+        assert!(super::byte_size("1X").is_err());
+        assert!(super::byte_size("99999999999T").is_err());
+    }
+}
