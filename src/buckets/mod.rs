@@ -6,9 +6,11 @@
 //! - [`wire`]: request lines of both vocabularies, replies, and the [`wire::Session`] that
 //!   tells command lines from upload bytes (sans-IO).
 //! - [`server`]: the tokio server over the store, in constant memory per connection.
+//! - [`client`]: async and blocking clients of any bucket server, in either vocabulary.
 //! - [`cli`]: the `cartero buckets ...` verbs.
 
 pub mod cli;
+pub mod client;
 pub mod server;
 pub mod store;
 pub mod wire;

@@ -1,20 +1,77 @@
 //! `cartero buckets <verb>`: the bucket store's command-line verbs.
 
+pub mod client;
 pub mod serve;
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use client::{Target, Verb};
+
 #[derive(Subcommand)]
+#[command(disable_help_subcommand = true)]
 pub enum Command {
     /// Run the bucket server (both vocabularies on one port).
     Serve(serve::Args),
+    /// List the buckets, or the files of one bucket with their sizes.
+    Ls {
+        bucket: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a bucket.
+    Mb {
+        bucket: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a bucket and its files.
+    Rb {
+        bucket: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Upload a local file into a bucket (as NAME, else under its own name).
+    Upload {
+        bucket: String,
+        path: std::path::PathBuf,
+        name: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Download a file (to DEST, a file or a directory; else into the current directory).
+    Download {
+        bucket: String,
+        name: String,
+        dest: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a file from a bucket.
+    Rm {
+        bucket: String,
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the server's help (codes vocabulary).
+    Help {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => serve::run(a),
+        Command::Ls { bucket, target } => client::run(target, Verb::Ls { bucket }),
+        Command::Mb { bucket, target } => client::run(target, Verb::Mb { bucket }),
+        Command::Rb { bucket, target } => client::run(target, Verb::Rb { bucket }),
+        Command::Rm { bucket, name, target } => client::run(target, Verb::Rm { bucket, name }),
+        Command::Upload { bucket, path, name, target } => client::run(target, Verb::Upload { bucket, path, name }),
+        Command::Download { bucket, name, dest, target } => client::run(target, Verb::Download { bucket, name, dest }),
+        Command::Help { target } => client::run(target, Verb::Help),
     }
 }
 
