@@ -7,8 +7,10 @@
 //!   tells command lines from upload bytes (sans-IO).
 //! - [`server`]: the tokio server over the store, in constant memory per connection.
 //! - [`client`]: async and blocking clients of any bucket server, in either vocabulary.
+//! - [`check`]: the checker of any bucket server, every clause of the spec.
 //! - [`cli`]: the `cartero buckets ...` verbs.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod server;

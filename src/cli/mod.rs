@@ -30,7 +30,7 @@ pub enum Command {
     /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice.
     #[command(subcommand)]
     Messaging(messaging::cli::Command),
-    /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, help.
+    /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, check, help.
     #[command(subcommand)]
     Buckets(crate::buckets::cli::Command),
     // The first release's top-level verbs, aliases of `cartero messaging <verb>`; hidden from

@@ -1,5 +1,6 @@
 //! `cartero buckets <verb>`: the bucket store's command-line verbs.
 
+pub mod check;
 pub mod client;
 pub mod serve;
 
@@ -55,6 +56,9 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Check any bucket server against every clause of the protocol (safe for the server's
+    /// machine: it only writes into buckets it creates, and deletes them).
+    Check(check::Args),
     /// Print the server's help (codes vocabulary).
     Help {
         #[command(flatten)]
@@ -65,6 +69,7 @@ pub enum Command {
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => serve::run(a),
+        Command::Check(a) => check::run(a),
         Command::Ls { bucket, target } => client::run(target, Verb::Ls { bucket }),
         Command::Mb { bucket, target } => client::run(target, Verb::Mb { bucket }),
         Command::Rb { bucket, target } => client::run(target, Verb::Rb { bucket }),
