@@ -7,7 +7,8 @@
 //!
 //! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
 //! helpers), [`console`] (interactive consoles that print incoming lines above the line being
-//! typed) and [`shutdown`] (Ctrl-C and SIGTERM). [`ffi`] is the C face of messaging.
+//! typed), [`shutdown`] (Ctrl-C and SIGTERM) and [`proc_stats`] (a process's memory, for
+//! the benchmarks). [`ffi`] is the C face of messaging.
 //!
 //! `docs/architecture.md` draws the layers; `docs/protocols/` holds each protocol's spec.
 //!
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod console;
 pub mod ffi;
 pub mod messaging;
+pub mod proc_stats;
 pub mod shutdown;
 
 // Messaging's modules and names under their first paths (`cartero::client::Client`, ...),

@@ -151,3 +151,28 @@ fn an_unreachable_server_is_one_line() {
     assert!(err.starts_with(&format!("cartero: cannot connect to 127.0.0.1:{port}: ")), "{err}");
     assert_eq!(err.lines().count(), 1);
 }
+
+#[test]
+fn the_bench_runs_both_servers_side_by_side_in_test_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["buckets", "bench", "--size", "2M", "--small-ops", "16", "--concurrency", "1,4", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("buckets bench on 127.0.0.1: one file of 2 MiB"), "{text}");
+    for (line, what) in lines[2..6].iter().zip([
+        "upload, one file, MB/s",
+        "download, one file, MB/s",
+        "4 KiB uploads/s, concurrency 1",
+        "4 KiB uploads/s, concurrency 4",
+    ]) {
+        assert!(line.starts_with(what) && line.ends_with('%'), "{line}");
+    }
+    assert!(lines[6].starts_with("cartero server RSS: "), "{text}");
+    // Its working directory is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

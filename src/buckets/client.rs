@@ -238,7 +238,14 @@ impl Client {
         let mut sent = 0u64;
         while sent < size {
             let want = ((size - sent) as usize).min(buf.len());
-            let n = self.timed(source.read(&mut buf[..want])).await?;
+            let n = match self.timed(source.read(&mut buf[..want])).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The server waits for bytes we cannot give: this connection is done.
+                    let _ = self.stream.get_mut().shutdown().await;
+                    return Err(e);
+                }
+            };
             if n == 0 {
                 // The server waits for bytes we do not have: this connection is done.
                 let _ = self.stream.get_mut().shutdown().await;

@@ -1,5 +1,6 @@
 //! `cartero buckets <verb>`: the bucket store's command-line verbs.
 
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod serve;
@@ -59,6 +60,8 @@ pub enum Command {
     /// Check any bucket server against every clause of the protocol (safe for the server's
     /// machine: it only writes into buckets it creates, and deletes them).
     Check(check::Args),
+    /// Time cartero's bucket server against a no-logic baseline on 127.0.0.1.
+    Bench(bench::Args),
     /// Print the server's help (codes vocabulary).
     Help {
         #[command(flatten)]
@@ -70,6 +73,7 @@ pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => serve::run(a),
         Command::Check(a) => check::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Ls { bucket, target } => client::run(target, Verb::Ls { bucket }),
         Command::Mb { bucket, target } => client::run(target, Verb::Mb { bucket }),
         Command::Rb { bucket, target } => client::run(target, Verb::Rb { bucket }),
