@@ -2,8 +2,8 @@
 //! tokio.
 //!
 //! Each connection drives a [`Session`] over one fixed 64 KiB buffer: command lines, upload
-//! bytes and discarded bytes all pass through it, and downloads stream from the opened file
-//! through another, so memory per connection is constant whatever the file size. A client
+//! bytes and discarded bytes all pass through it, and downloads go from the opened file to
+//! the socket with `sendfile`, so memory per connection is constant whatever the file size. A client
 //! that sends nothing for the stall timeout in the middle of an upload, or reads nothing of a
 //! download for as long, is dropped; one that sends no request for the idle timeout is closed.
 //! On shutdown every connection is dropped at once: an upload in flight leaves nothing.
@@ -350,7 +350,7 @@ async fn serve_request(
             Ok((file, size)) => {
                 let header = Reply::Download(v, size);
                 send(stream, out, &header, stall).await?;
-                send_file(stream, tokio::fs::File::from_std(file), size, stall).await?;
+                send_file(stream, file, size, stall).await?;
                 return Ok(Served::Replied(header.status()));
             }
             Err(e) => Reply::Failed(v, op, e.to_string()),
@@ -428,28 +428,31 @@ async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, reply: &Reply, stall: D
     }
 }
 
-/// Streams exactly `size` bytes of `file` through one buffer; every write must make progress
-/// within `stall`. A file shorter than announced (changed in place behind the store's back)
-/// ends the connection, since the reply's size cannot be honoured.
+/// Streams exactly `size` bytes of `file` to the client with `sendfile` (the kernel copies
+/// from the page cache to the socket; no buffer of ours), at most 1 MiB per call; every call
+/// must make progress within `stall`. A file shorter than announced (changed in place behind
+/// the store's back) ends the connection, since the reply's size cannot be honoured.
 async fn send_file(
     stream: &mut TcpStream,
-    mut file: tokio::fs::File,
+    file: std::fs::File,
     size: u64,
     stall: Duration,
 ) -> Result<(), ConnectionEnd> {
-    let mut buf = vec![0u8; BUFFER];
-    let mut left = size;
-    while left > 0 {
-        let want = (left as usize).min(buf.len());
-        let n = file.read(&mut buf[..want]).await?;
+    let mut offset = 0u64;
+    while offset < size {
+        let want = (size - offset).min(1 << 20) as usize;
+        let sent = stream.async_io(tokio::io::Interest::WRITABLE, || {
+            let mut at = offset;
+            rustix::fs::sendfile(&*stream, &file, Some(&mut at), want).map_err(io::Error::from)
+        });
+        let n = match tokio::time::timeout(stall, sent).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::Stalled),
+        };
         if n == 0 {
             return Err(ConnectionEnd::Cut);
         }
-        match tokio::time::timeout(stall, stream.write_all(&buf[..n])).await {
-            Ok(result) => result?,
-            Err(_) => return Err(ConnectionEnd::Stalled),
-        }
-        left -= n as u64;
+        offset += n as u64;
     }
     Ok(())
 }
