@@ -590,3 +590,24 @@ fn shutdown_aborts_uploads_in_flight_and_exits_cleanly() {
     assert!(c.closed());
     assert_eq!(tree(&root), ["b"]);
 }
+
+#[test]
+fn a_download_of_a_file_deleted_or_replaced_midway_sends_the_bytes_it_opened() {
+    let (_d, root) = tempdir();
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    let old: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("b/f"), &old).unwrap();
+    let (_server, port) = serve(&root, &[]);
+    let mut reader = Conn::open(port);
+    assert_eq!(reader.ask("DOWNLOAD b f"), format!("900 FDBS {}", old.len()));
+    let first = reader.bytes(1 << 20);
+    let mut other = Conn::open(port);
+    assert_eq!(other.ask("DELETE_F b f"), "1000 DFS");
+    other.send(b"UPLOAD b f 3\nnew");
+    assert_eq!(other.line(), "700 FUBS");
+    let rest = reader.bytes(old.len() - (1 << 20));
+    assert!(first == old[..1 << 20] && rest == old[1 << 20..], "the download mixed versions");
+    // The connection is still in step.
+    assert_eq!(reader.ask("DOWNLOAD b f"), "900 FDBS 3");
+    assert_eq!(reader.bytes(3), b"new");
+}
