@@ -611,3 +611,16 @@ fn a_download_of_a_file_deleted_or_replaced_midway_sends_the_bytes_it_opened() {
     assert_eq!(reader.ask("DOWNLOAD b f"), "900 FDBS 3");
     assert_eq!(reader.bytes(3), b"new");
 }
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (_d, root) = tempdir();
+    let (_server, port) = serve(&root, &["--idle-timeout", "1s"]);
+    let mut idle = Conn::open(port);
+    assert_eq!(idle.ask("LIST_B"), "400 LS 0");
+    // Half a line, then nothing: closed as well.
+    let mut half = Conn::open(port);
+    half.send(b"LIST_");
+    assert!(idle.closed());
+    assert!(half.closed());
+}
