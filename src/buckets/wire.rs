@@ -552,7 +552,7 @@ pub fn parse_reply_head(vocabulary: Vocabulary, op: Op, line: &str) -> Result<Re
     }
 }
 
-/// A bounded line reader: keeps at most [`MAX_LINE`] bytes, never rescans what it has seen.
+/// A bounded line reader: keeps at most 1024 bytes, never rescans what it has seen.
 #[derive(Debug, Default)]
 pub struct LineDecoder {
     buf: Vec<u8>,
@@ -565,7 +565,7 @@ pub enum LineStep {
     NeedMore,
     /// A line (without `\n`); take it with [`LineDecoder::take`].
     Line,
-    /// More than [`MAX_LINE`] bytes came before a `\n`.
+    /// More than 1024 bytes came before a `\n`.
     TooLong,
 }
 
