@@ -446,13 +446,48 @@ async fn send_file(
             rustix::fs::sendfile(&*stream, &file, Some(&mut at), want).map_err(io::Error::from)
         });
         let n = match tokio::time::timeout(stall, sent).await {
-            Ok(result) => result?,
+            Ok(Ok(n)) => n,
+            // A file system without sendfile: the same through a buffer.
+            Ok(Err(e)) if offset == 0 && matches!(e.raw_os_error(), Some(code) if is_unsupported(code)) => {
+                return copy_file(stream, tokio::fs::File::from_std(file), size, stall).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(ConnectionEnd::Stalled),
         };
         if n == 0 {
             return Err(ConnectionEnd::Cut);
         }
         offset += n as u64;
+    }
+    Ok(())
+}
+
+fn is_unsupported(code: i32) -> bool {
+    [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::OPNOTSUPP]
+        .iter()
+        .any(|e| e.raw_os_error() == code)
+}
+
+/// [`send_file`] through one buffer, for files that `sendfile` cannot read.
+async fn copy_file(
+    stream: &mut TcpStream,
+    mut file: tokio::fs::File,
+    size: u64,
+    stall: Duration,
+) -> Result<(), ConnectionEnd> {
+    let mut buf = vec![0u8; BUFFER];
+    let mut left = size;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(ConnectionEnd::Cut);
+        }
+        match tokio::time::timeout(stall, stream.write_all(&buf[..n])).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::Stalled),
+        }
+        left -= n as u64;
     }
     Ok(())
 }
