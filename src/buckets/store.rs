@@ -731,6 +731,44 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+        /// Any sequence of uploads, each committed or dropped after any number of bytes, in
+        /// either mode: the bucket holds exactly the committed versions, never a part, never a
+        /// temporary file.
+        #[test]
+        fn interrupted_puts_leave_nothing(
+            steps in proptest::collection::vec((0usize..3, 0usize..2000, any::<bool>(), any::<bool>()), 1..12)
+        ) {
+            let (_d, store) = store();
+            store.create_bucket(&name("b")).unwrap();
+            let mut want: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+            for (i, (file, len, commit, replace)) in steps.into_iter().enumerate() {
+                let fname = format!("f{file}");
+                let mode = if replace { PutMode::Replace } else { PutMode::CreateNew };
+                let bytes = vec![i as u8; len];
+                let mut up = store.begin_put(&name("b"), &name(&fname), mode).unwrap();
+                up.file().write_all(&bytes).unwrap();
+                if !commit {
+                    drop(up);
+                    continue;
+                }
+                match (up.commit(), mode, want.contains_key(&fname)) {
+                    (Ok(()), _, _) => { want.insert(fname, bytes); }
+                    (Err(StoreError::FileExists), PutMode::CreateNew, true) => {}
+                    (other, _, _) => prop_assert!(false, "{other:?}"),
+                }
+            }
+            let mut expected = vec!["b".to_owned()];
+            expected.extend(want.keys().map(|f| format!("b/{f}")));
+            prop_assert_eq!(tree(store.path()), expected);
+            for (f, bytes) in &want {
+                prop_assert_eq!(&read(&store, "b", f), bytes);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
         /// Whatever bytes are offered as names, every accepted one stays a single entry
