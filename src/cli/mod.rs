@@ -32,6 +32,9 @@ pub enum Command {
     /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice.
     #[command(subcommand)]
     Messaging(messaging::cli::Command),
+    /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, check, help.
+    #[command(subcommand)]
+    Buckets(crate::buckets::cli::Command),
     // The first release's top-level verbs, aliases of `cartero messaging <verb>`; hidden from
     // the list, named in the help's last lines.
     #[command(hide = true)]
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
     use messaging::cli::Command as M;
     let messaging_verb = match args.command {
         Command::Messaging(verb) => verb,
+        Command::Buckets(verb) => return crate::buckets::cli::run(verb),
         Command::Serve(a) => M::Serve(a),
         Command::Client(a) => M::Client(a),
         Command::Bench(a) => M::Bench(a),

@@ -19,6 +19,7 @@ use crate::messaging::client::{Client, Listener};
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
 use crate::messaging::{codec::Codec, wire::Push};
+use crate::proc_stats::rss_bytes;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -554,17 +555,6 @@ async fn measure_idle_users(users: usize) -> Result<(f64, u64), String> {
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read memory use: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no VmRSS in /proc status".to_string())
 }
 
 // -------------------------------------------------------------------------------- restart

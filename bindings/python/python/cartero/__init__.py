@@ -35,6 +35,7 @@ from ._native import (
     serve,
     serve_webservice,
 )
+from . import buckets  # cartero.buckets: the bucket stores of seeds 003 and 004
 
 __all__ = [
     "Ack",
