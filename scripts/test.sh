@@ -16,6 +16,12 @@ if ! command -v cc >/dev/null; then
     apt-get update -qq && apt-get install -y -qq gcc
 fi
 
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    # tests/postgres.rs and the e2e suite start throwaway clusters with these programs.
+    echo "== installing PostgreSQL 15 (Debian postgresql) for the PostgreSQL store's tests"
+    apt-get update -qq && apt-get install -y -qq postgresql
+fi
+
 echo "== C header: include/cartero.h is what cbindgen $CBINDGEN_VERSION makes of src/ffi"
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force

@@ -42,6 +42,12 @@ pub enum StoreError {
     Unwritable { path: PathBuf, detail: String },
     #[error("the store {path} failed: {detail}")]
     Other { path: PathBuf, detail: String },
+    #[error("cannot reach the database {store}: {detail}")]
+    Unreachable { store: String, detail: String },
+    #[error("the database {store} is in use by another server (stop it, or pick another database)")]
+    InUse { store: String },
+    #[error("the database {store} failed: {detail}")]
+    Database { store: String, detail: String },
 }
 
 impl StoreError {
@@ -345,5 +351,43 @@ impl Store {
             .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', randomblob(65536))", [])
             .map(|_| ())
             .map_err(|e| StoreError::from_sqlite(&self.path, e))
+    }
+}
+
+/// The store a server writes to: SQLite in a directory, or a PostgreSQL database. Both take
+/// the engine's change stream and give back what [`Engine::restore`](crate::messaging::engine::Engine::restore) needs.
+pub enum AnyStore {
+    Sqlite(Store),
+    Postgres(Box<crate::messaging::pg::PgStore>),
+}
+
+impl AnyStore {
+    /// What logs call it: the SQLite file's path, or `postgres://user@host:port/db`.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyStore::Sqlite(s) => s.path().display().to_string(),
+            AnyStore::Postgres(s) => s.name().to_string(),
+        }
+    }
+
+    pub fn load(&mut self) -> Result<(Vec<UserRecord>, Vec<MessageRecord>), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.load(),
+            AnyStore::Postgres(s) => s.load(),
+        }
+    }
+
+    pub fn commit<'a>(&mut self, changes: impl IntoIterator<Item = &'a Change>) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.commit(changes),
+            AnyStore::Postgres(s) => s.commit(changes),
+        }
+    }
+
+    pub fn probe(&mut self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.probe(),
+            AnyStore::Postgres(s) => s.probe(),
+        }
     }
 }

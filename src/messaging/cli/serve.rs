@@ -57,6 +57,10 @@ pub struct Args {
     /// Keep all state in memory instead (lost when the server stops).
     #[arg(long)]
     memory: bool,
+    /// Keep the state in a PostgreSQL database instead, `postgres://user[:password]@host[:port]/db`
+    /// (its tables are created or migrated at start; one server owns a database at a time).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["memory", "data"])]
+    store: Option<String>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -69,7 +73,9 @@ pub fn run(args: Args) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
-    let storage = if args.memory {
+    let storage = if let Some(url) = args.store {
+        Storage::Postgres(url)
+    } else if args.memory {
         tracing::info!("storage: memory (state is lost when the server stops)");
         Storage::Memory
     } else {
