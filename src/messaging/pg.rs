@@ -96,6 +96,10 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A database host that vanishes without a reset fails the connection within seconds
+        // (the server then refuses writes and reconnects) instead of leaving commits hanging.
+        config.keepalives_idle(Duration::from_secs(5)).keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3).tcp_user_timeout(Duration::from_secs(15));
         config.application_name("cartero");
         let name = describe(&config);
         let mut store = PgStore { config, name, conn: None };
