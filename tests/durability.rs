@@ -398,3 +398,81 @@ fn with_64_file_descriptors_the_server_refuses_what_it_must_and_recovers() {
     let _ = server.0.kill();
     let _ = server.0.wait();
 }
+
+/// Accepts one connection within the time limit.
+fn accept_within(listener: &std::net::TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < LIMIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no connection to accept in time: {e}"),
+        }
+    }
+}
+
+/// Waits for the server's console line `want`.
+fn await_line(server: &mut Proc, want: &str) {
+    while server.line() != want {}
+}
+
+/// Issue 16, item 18: an acknowledgement owed when the server is killed is pushed after the
+/// restart, and an acknowledgement of a message sent by a user who has since left goes to no
+/// one, even to a newer user of the same alias.
+#[test]
+fn kill_9_keeps_the_acknowledgements_owed_and_whom_they_are_owed_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // ana's listener accepts the acknowledgement's connection and then stalls it.
+    let ana = std::net::TcpListener::bind((LOCAL, 0)).unwrap();
+    let ana_port = ana.local_addr().unwrap().port();
+    let bob = Listener::bind(LOCAL).unwrap();
+    let eve = Listener::bind(LOCAL).unwrap();
+    let (mut server, port) = durable(dir.path(), &["--delivery-timeout", "60s"]);
+    let c = client(port);
+    for u in ["ana", "bob", "eve", "dave"] {
+        assert_eq!(c.register(u, u, "01/01/2000").unwrap(), RegisterReply::Ok);
+    }
+    // The first eve sends to dave, who is offline, and leaves; another eve takes the alias.
+    assert_eq!(c.send("eve", "dave", "from the first eve").unwrap(), SendReply::Ok { id: 1 });
+    assert_eq!(c.unregister("eve").unwrap(), cartero::wire::UnregisterReply::Ok);
+    assert_eq!(c.register("Another Eve", "eve", "02/02/2002").unwrap(), RegisterReply::Ok);
+    assert_eq!(c.connect("eve", eve.port()).unwrap(), ConnectReply::Ok);
+    // ana's message reaches bob; its acknowledgement to ana is in flight, stalled.
+    assert_eq!(c.connect("ana", ana_port).unwrap(), ConnectReply::Ok);
+    assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(c.send("ana", "bob", "hola").unwrap(), SendReply::Ok { id: 1 });
+    assert_eq!(bob.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "ana".into(), id: 1, body: "hola".into() });
+    let stalled = accept_within(&ana);
+    // A later write answered 0 means everything before it is on disk.
+    assert_eq!(c.register("zed", "zed", "01/01/2000").unwrap(), RegisterReply::Ok);
+    server.child.kill().unwrap();
+    wait(&mut server.child);
+    drop(stalled);
+
+    let (mut server, port) = durable(dir.path(), &[]);
+    let c = client(port);
+    // The acknowledgement still owed is pushed to ana, at the listener she connected.
+    let mut push = accept_within(&ana);
+    push.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut bytes = Vec::new();
+    push.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes, b"SEND MESS ACK\x001\x00");
+    drop(push);
+    // dave gets the first eve's message; its acknowledgement goes to no one.
+    let dave = Listener::bind(LOCAL).unwrap();
+    assert_eq!(c.connect("dave", dave.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(
+        dave.recv_timeout(LIMIT).unwrap(),
+        Push::Message { sender: "eve".into(), id: 1, body: "from the first eve".into() }
+    );
+    await_line(&mut server, "s> SEND MESSAGE 1 FROM eve TO dave");
+    // Had an acknowledgement been queued for the new eve, it would go out before this.
+    assert_eq!(c.send("dave", "eve", "hi").unwrap(), SendReply::Ok { id: 1 });
+    assert_eq!(eve.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "dave".into(), id: 1, body: "hi".into() });
+}

@@ -20,6 +20,27 @@ use common::{interrupt, spec6_session, Proc, LIMIT};
 enum Kind {
     Rust,
     C,
+    /// `cartero serve --store postgres://...` on a throwaway PostgreSQL cluster.
+    RustOnPostgres,
+}
+
+/// A server under test, with the database it keeps its state in, if any (stopped after it).
+struct Running {
+    proc: Proc,
+    cluster: Option<common::pg::Cluster>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 /// The directory cargo builds into (this test runs from `<target>/<profile>/deps`).
@@ -83,12 +104,19 @@ fn c_server() -> &'static PathBuf {
     BUILT.get_or_init(|| compile_c("examples/c/server.c", "server"))
 }
 
-/// Starts a server of `kind` on a free loopback port, in memory; returns it and its port.
-fn start(kind: Kind, extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["-p", "0", "--bind", "127.0.0.1", "--memory"];
+/// Starts a server of `kind` on a free loopback port, in memory (or on its own PostgreSQL
+/// cluster); returns it and its port.
+fn start(kind: Kind, extra: &[&str]) -> (Running, u16) {
+    let cluster = matches!(kind, Kind::RustOnPostgres).then(common::pg::Cluster::start);
+    let url = cluster.as_ref().map(|c| c.url()).unwrap_or_default();
+    let mut args = vec!["-p", "0", "--bind", "127.0.0.1"];
+    match kind {
+        Kind::RustOnPostgres => args.extend(["--store", url.as_str()]),
+        _ => args.push("--memory"),
+    }
     args.extend_from_slice(extra);
     let mut server = match kind {
-        Kind::Rust => {
+        Kind::Rust | Kind::RustOnPostgres => {
             let mut a = vec!["serve"];
             a.extend_from_slice(&args);
             Proc::start(&a)
@@ -99,16 +127,18 @@ fn start(kind: Kind, extra: &[&str]) -> (Proc, u16) {
     let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
     let port = port.parse().unwrap();
     server.expect(&["s>"]);
-    (server, port)
+    (Running { proc: server, cluster }, port)
 }
 
 /// Stops the server with SIGINT and checks it ended cleanly (and, for C, that the sanitizers
-/// found nothing).
-fn stop(server: Proc) {
+/// found nothing); then its database, if any.
+fn stop(server: Running) {
+    let Running { proc: server, cluster } = server;
     interrupt(&server.child);
     let (code, _, stderr) = server.finish();
     assert_eq!(code, 0, "clean exit; stderr: {stderr}");
     assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("runtime error"), "{stderr}");
+    drop(cluster);
 }
 
 fn exchange(port: u16, bytes: &[u8], half_close: bool) -> Vec<u8> {
@@ -299,7 +329,7 @@ fn console_lines_are_exact(kind: Kind) {
     stop(server);
 }
 
-/// Runs each scenario against both servers, as tests of their own.
+/// Runs each scenario against both servers (and cartero's on PostgreSQL), as tests of their own.
 macro_rules! against_both {
     ($($scenario:ident),* $(,)?) => {
         mod rust_server {
@@ -307,6 +337,9 @@ macro_rules! against_both {
         }
         mod c_server {
             $(#[test] fn $scenario() { super::$scenario(super::Kind::C) })*
+        }
+        mod rust_server_on_postgres {
+            $(#[test] fn $scenario() { super::$scenario(super::Kind::RustOnPostgres) })*
         }
     };
 }

@@ -629,6 +629,8 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
             birth_date: None,
             last_id: 7,
             connection: Some(addr(3, 5000)),
+            uid: 1,
+            acks: vec![],
         },
         UserRecord {
             alias: b("ana"),
@@ -636,19 +638,30 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
             birth_date: Some(b("01/01/2000")),
             last_id: 2,
             connection: Some(addr(2, 4000)),
+            uid: 2,
+            acks: vec![],
         },
-        UserRecord { alias: b("eve"), full_name: b("Eve"), birth_date: None, last_id: 0, connection: None },
+        UserRecord {
+            alias: b("eve"),
+            full_name: b("Eve"),
+            birth_date: None,
+            last_id: 0,
+            connection: None,
+            uid: 3,
+            acks: vec![],
+        },
     ];
     let messages = vec![
-        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 1, body: b("first"), file: None },
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 1, body: b("first"), file: None, sender_uid: 2 },
         MessageRecord {
             recipient: b("eve"),
             sender: b("gone"),
             id: 9,
             body: b("from an unregistered sender"),
             file: None,
+            sender_uid: 9,
         },
-        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 2, body: b("second"), file: None },
+        MessageRecord { recipient: b("bob"), sender: b("ana"), id: 2, body: b("second"), file: None, sender_uid: 2 },
     ];
     let mut e = Engine::restore(EngineConfig::default(), users, messages).unwrap();
     assert_eq!(e.registry().connected().cloned().collect::<Vec<_>>(), [b("bob"), b("ana")]);
@@ -659,7 +672,18 @@ fn restore_rebuilds_users_counters_connections_and_mailboxes() {
     assert_eq!(e.registry().get(b"eve").unwrap().mailbox.len(), 2);
     let d = e.poll_delivery(std::time::Instant::now()).unwrap();
     assert_eq!((d.addr, d.push), (addr(3, 5000), msg("ana", 1, "first")));
-    let dup = vec![UserRecord { alias: b("x"), full_name: b("x"), birth_date: None, last_id: 0, connection: None }; 2];
+    let dup = vec![
+        UserRecord {
+            alias: b("x"),
+            full_name: b("x"),
+            birth_date: None,
+            last_id: 0,
+            connection: None,
+            uid: 0,
+            acks: vec![]
+        };
+        2
+    ];
     assert!(Engine::restore(EngineConfig::default(), dup, vec![]).is_err());
 }
 

@@ -1,6 +1,7 @@
 //! The SQLite store: an engine restored from it equals the engine before, and every way a
 //! store can be unusable gives its own clear error.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
@@ -37,16 +38,28 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Everything a restart must keep, in a comparable form.
-type Mail = Vec<(Bytes, u32, Bytes, Option<Bytes>)>;
-type Summary = (Vec<(Bytes, Bytes, Option<Bytes>, u32, Option<SocketAddr>, Mail)>, Vec<Bytes>);
+/// A message: sender, id, body, file, and whether its sender is the registration of that
+/// alias now (uids differ between engines; what they say about identity may not).
+type Mail = Vec<(Bytes, u32, Bytes, Option<Bytes>, bool)>;
+type Acks = Vec<(u32, Option<Bytes>)>;
+type Summary = (Vec<(Bytes, Bytes, Option<Bytes>, u32, Option<SocketAddr>, Mail, Acks)>, Vec<Bytes>);
 
 fn summary(e: &Engine) -> Summary {
     let mut users: Vec<_> = e
         .registry()
         .iter()
         .map(|(alias, u)| {
-            let mail = u.mailbox.iter().map(|m| (m.sender.clone(), m.id, m.body.clone(), m.file.clone())).collect();
-            (alias.clone(), u.full_name.clone(), u.birth_date.clone(), u.last_id, u.connection.map(|c| c.addr), mail)
+            let mail = u
+                .mailbox
+                .iter()
+                .map(|m| {
+                    let same = e.registry().get(&m.sender).is_some_and(|s| s.uid() == m.sender_uid());
+                    (m.sender.clone(), m.id, m.body.clone(), m.file.clone(), same)
+                })
+                .collect();
+            let acks = u.acks().cloned().collect();
+            let conn = u.connection.map(|c| c.addr);
+            (alias.clone(), u.full_name.clone(), u.birth_date.clone(), u.last_id, conn, mail, acks)
         })
         .collect();
     users.sort();
@@ -249,4 +262,74 @@ fn a_store_of_an_unknown_schema_version_is_refused() {
     drop(conn);
     let err = Store::open(dir.path()).err().expect("an unknown version is refused");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+/// A data directory of schema 2 (these exact statements) opens as version 3: its users get
+/// distinct uids, each message's sender is the user of that alias, and the counter of uids
+/// goes on past them.
+#[test]
+fn a_store_of_schema_2_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS users (
+                 alias BLOB PRIMARY KEY, full_name BLOB NOT NULL, birth_date BLOB,
+                 last_id INTEGER NOT NULL, conn_ip TEXT, conn_port INTEGER, conn_order INTEGER
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS messages (
+                 seq INTEGER PRIMARY KEY, recipient BLOB NOT NULL, sender BLOB NOT NULL,
+                 id INTEGER NOT NULL, body BLOB NOT NULL, file BLOB
+             );
+             CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, sender, id);
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
+             INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (x'616e61', x'416e61', NULL, 1);
+             INSERT INTO users (alias, full_name, birth_date, last_id) VALUES (x'626f62', x'426f62', NULL, 0);
+             INSERT INTO messages (recipient, sender, id, body) VALUES (x'626f62', x'616e61', 1, x'686f6c61');
+             INSERT INTO messages (recipient, sender, id, body, file) VALUES (x'626f62', x'676f6e65', 7, x'78', x'2f66');
+             COMMIT;",
+        )
+        .unwrap();
+    }
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        let (users, messages) = store.load().unwrap();
+        let uids: HashSet<u64> = users.iter().map(|u| u.uid).collect();
+        assert_eq!(uids.len(), 2, "{users:?}");
+        assert!(!uids.contains(&0));
+        let ana = users.iter().find(|u| u.alias == b("ana")).unwrap().uid;
+        assert_eq!(messages[0].sender_uid, ana);
+        assert_eq!(messages[1].sender_uid, 0, "the sender is gone");
+        store.commit(&[Change::Registered { alias: b("eve"), full_name: b("Eve"), birth_date: None }]).unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    let (users, _) = store.load().unwrap();
+    let uids: HashSet<u64> = users.iter().map(|u| u.uid).collect();
+    assert_eq!(uids.len(), 3, "a new user gets a uid of its own: {users:?}");
+}
+
+/// The uid counter is kept, not derived from the users there are: a user registered after
+/// the newest one left gets a new uid, so a message of the one who left is not its own.
+#[test]
+fn uids_are_never_reused_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    let reg = |a: &str| Change::Registered { alias: b(a), full_name: b(a), birth_date: None };
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        let sent = Change::Stored { recipient: b("bob"), sender: b("ana"), id: 1, body: b("x"), file: None };
+        store.commit(&[reg("bob"), reg("ana"), sent, Change::Unregistered { alias: b("ana") }]).unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    store.commit(&[reg("ana")]).unwrap();
+    let (users, messages) = store.load().unwrap();
+    let ana = users.iter().find(|u| u.alias == b("ana")).unwrap().uid;
+    assert_ne!(messages[0].sender_uid, ana);
+    let engine = Engine::restore(EngineConfig::default(), users, messages).unwrap();
+    let m = engine.registry().get(b"bob").unwrap().mailbox.front().unwrap().clone();
+    assert_ne!(engine.registry().get(b"ana").unwrap().uid(), m.sender_uid());
 }

@@ -6,7 +6,7 @@
 //! - [`engine`]: requests <-> state, sans-IO ([`Engine`]): users, mailboxes, the delivery
 //!   scheduler. No sockets, no clock, no threads.
 //! - [`harness`]: an in-memory client/engine harness that runs every layer with no sockets.
-//! - [`store`]: the engine's state made durable in SQLite.
+//! - [`store`]: the engine's state made durable in SQLite; [`pg`]: the same in PostgreSQL.
 //! - [`server`]: state <-> sockets, the tokio server that drives the engine.
 //! - [`client`]: async and blocking clients and listeners.
 //! - [`webservice`]: the white-space normalizer of part 2 (SOAP and JSON), and its client.
@@ -21,6 +21,7 @@ pub mod codec;
 pub mod engine;
 pub mod files;
 pub mod harness;
+pub mod pg;
 pub mod rpclog;
 pub mod server;
 pub mod store;

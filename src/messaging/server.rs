@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::messaging::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
-use crate::messaging::store::{Store, StoreError};
+use crate::messaging::store::{AnyStore, Store, StoreError};
 use crate::messaging::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
 
 /// Where the server keeps its state.
@@ -36,6 +36,9 @@ pub enum Storage {
     /// In a SQLite store in this directory (created if missing): every reply of 0 is
     /// durable before it is sent.
     Sqlite(PathBuf),
+    /// In a PostgreSQL database (`postgres://user@host:port/db`), owned by this server while
+    /// it runs: every reply of 0 is committed before it is sent.
+    Postgres(String),
 }
 
 /// Why a server could not start.
@@ -187,6 +190,22 @@ impl Shared {
     }
 }
 
+/// An engine rebuilt from what `store` holds.
+fn restore(store: &mut AnyStore, config: EngineConfig) -> Result<Engine, ServerError> {
+    let started = std::time::Instant::now();
+    let (users, messages) = store.load()?;
+    let counts = (users.len(), messages.len());
+    let engine = Engine::restore(config, users, messages)?;
+    tracing::info!(
+        "storage: {} restored, {} and {}, in {:.2?}",
+        store.describe(),
+        count(counts.0 as u64, "user"),
+        count(counts.1 as u64, "pending message"),
+        started.elapsed()
+    );
+    Ok(engine)
+}
+
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
@@ -200,40 +219,72 @@ impl Server {
     /// Opens the storage (restoring what it holds) and binds the listening socket. With
     /// `config.console`, prints SPEC 5's start lines once ready.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let store = match &config.storage {
-            Storage::Memory => None,
-            Storage::Sqlite(dir) => Some(Store::open(dir)?),
-        };
-        Server::bind_with(config, store).await
+        match &config.storage {
+            Storage::Memory => Server::bind_any(config, None).await,
+            Storage::Sqlite(dir) => {
+                let store = Store::open(dir)?;
+                Server::bind_any(config, Some(AnyStore::Sqlite(store))).await
+            }
+            Storage::Postgres(url) => {
+                // Bound first, so that the store, once open, never has to be dropped here:
+                // the blocking client must not be dropped on the async runtime.
+                let listener = TcpListener::bind(config.bind)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+                let url = url.clone();
+                let engine_config = Server::engine_config(&config, true);
+                let (tx, rx) = oneshot::channel();
+                std::thread::spawn(move || {
+                    let opened = crate::messaging::pg::PgStore::open(&url)
+                        .map_err(ServerError::from)
+                        .map(|s| AnyStore::Postgres(Box::new(s)))
+                        .and_then(|mut store| restore(&mut store, engine_config).map(|engine| (store, engine)));
+                    if let Err(Ok((store, _))) = tx.send(opened) {
+                        drop(store); // here, off the runtime
+                    }
+                });
+                let (store, engine) = rx.await.map_err(|_| StoreError::Database {
+                    store: "postgres".into(),
+                    detail: "the thread opening the database ended".into(),
+                })??;
+                Server::start(config, listener, engine, Some(store))
+            }
+        }
     }
 
     /// [`bind`](Self::bind) with a store the caller opened (and perhaps tuned); `storage`
     /// in `config` is then ignored.
     pub async fn bind_with(config: ServerConfig, store: Option<Store>) -> Result<Server, ServerError> {
+        Server::bind_any(config, store.map(AnyStore::Sqlite)).await
+    }
+
+    fn engine_config(config: &ServerConfig, durable: bool) -> EngineConfig {
+        EngineConfig { record_events: config.console, record_changes: durable, ..config.engine.clone() }
+    }
+
+    async fn bind_any(config: ServerConfig, store: Option<AnyStore>) -> Result<Server, ServerError> {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
-        let engine_config =
-            EngineConfig { record_events: config.console, record_changes: store.is_some(), ..config.engine.clone() };
+        let engine_config = Server::engine_config(&config, store.is_some());
         let (engine, store) = match store {
             None => {
                 tracing::info!("storage: memory (state is lost when the server stops)");
                 (Engine::new(engine_config), None)
             }
             Some(mut store) => {
-                let started = std::time::Instant::now();
-                let (users, messages) = store.load()?;
-                let counts = (users.len(), messages.len());
-                let engine = Engine::restore(engine_config, users, messages)?;
-                tracing::info!(
-                    "storage: {} restored, {} and {}, in {:.2?}",
-                    store.path().display(),
-                    count(counts.0 as u64, "user"),
-                    count(counts.1 as u64, "pending message"),
-                    started.elapsed()
-                );
+                let engine = restore(&mut store, engine_config)?;
                 (engine, Some(store))
             }
         };
+        Server::start(config, listener, engine, store)
+    }
+
+    fn start(
+        config: ServerConfig,
+        listener: TcpListener,
+        engine: Engine,
+        store: Option<AnyStore>,
+    ) -> Result<Server, ServerError> {
         let console = config.console.then(|| {
             let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
             std::thread::spawn(move || {
@@ -625,7 +676,7 @@ const MAX_BATCH: usize = 4096;
 /// The committer thread: writes queued changes in batches (group commit: one fsync for all
 /// the requests waiting at that moment), tells the engine what is durable, and answers the
 /// requests waiting for it. Ends when the server is gone.
-fn run_committer(mut store: Store, queue: mpsc::Receiver<Pending>, shared: Weak<Shared>) {
+fn run_committer(mut store: AnyStore, queue: mpsc::Receiver<Pending>, shared: Weak<Shared>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -669,7 +720,7 @@ fn run_committer(mut store: Store, queue: mpsc::Receiver<Pending>, shared: Weak<
 
 /// After a failed write: waits until the store takes writes again, then rebuilds the engine
 /// from it (the memory still holds the failed changes) and serves writes again.
-fn recover(store: &mut Store, queue: &mpsc::Receiver<Pending>, shared: &Shared) {
+fn recover(store: &mut AnyStore, queue: &mpsc::Receiver<Pending>, shared: &Shared) {
     loop {
         std::thread::sleep(Duration::from_secs(1));
         if store.probe().is_err() {

@@ -49,6 +49,11 @@ pub struct Args {
     /// compare it with the in-memory run.
     #[arg(long)]
     data: Option<std::path::PathBuf>,
+    /// Also run cartero on this PostgreSQL database (`postgres://user@host:port/db`), one node,
+    /// and compare it with the in-memory run. Use a scratch database: its cartero tables are
+    /// emptied before each run.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Also measure a restart: fill a store with this many pending messages, then time a
     /// `cartero serve` process from launch until it answers (0 skips it).
     #[arg(long, default_value_t = 0)]
@@ -119,6 +124,35 @@ pub fn run(args: Args) -> ExitCode {
             });
             (run_dir, result)
         });
+        let postgres = args.store.as_ref().map(|url| {
+            runtime.block_on(async {
+                let url = url.clone();
+                let reset = tokio::task::spawn_blocking(move || crate::messaging::pg::empty(&url))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                if let Err(e) = reset {
+                    return Err(format!("cannot empty the database: {e}"));
+                }
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let config = ServerConfig {
+                    bind: SocketAddr::new(LOOPBACK, 0),
+                    storage: Storage::Postgres(args.store.clone().unwrap_or_default()),
+                    max_connections: 4096,
+                    ..ServerConfig::default()
+                };
+                let server = Server::bind(config).await.map_err(|e| format!("cannot start on PostgreSQL: {e}"))?;
+                let addr = server.local_addr().map_err(|e| e.to_string())?;
+                let running = tokio::spawn(server.run(async {
+                    let _ = stopped.await;
+                }));
+                let result = run_load("postgres", addr, &args, concurrency).await;
+                // Stopped, so that the next run's server may own the database.
+                drop(stop);
+                let _ = running.await;
+                result
+            })
+        });
         let result = runtime.block_on(async {
             let cartero = match start_cartero(Storage::Memory).await {
                 Ok(addr) => run_load("cartero", addr, &args, concurrency).await,
@@ -151,6 +185,17 @@ pub fn run(args: Args) -> ExitCode {
                         }
                     }
                     let _ = std::fs::remove_dir_all(dir);
+                }
+                match postgres {
+                    Some(Ok(p)) => {
+                        failed |= p.errors > 0 || p.lost > 0 || p.duplicated > 0;
+                        table.row("cartero (postgres)", concurrency, &p, Some((c.ops_per_sec(), "memory")));
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("cartero: PostgreSQL run at concurrency {concurrency}: {e}");
+                        failed = true;
+                    }
+                    None => {}
                 }
                 match baseline {
                     Some(Ok(b)) => table.row("baseline", concurrency, &b, None),
@@ -239,7 +284,7 @@ impl Table {
         );
         println!("- pushes/s: deliveries plus acknowledgements per second; SEND p50/p99: the SEND's round trip, in milliseconds");
         println!("- lost: answered with an id but never delivered or acknowledged; duplicated: pushed more than once");
-        println!("- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable)");
+        println!("- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable, postgres)");
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Args {
     /// Keep all state in memory instead (lost when the server stops).
     #[arg(long)]
     memory: bool,
+    /// Keep the state in a PostgreSQL database instead, `postgres://user[:password]@host[:port]/db`
+    /// (its tables are created or migrated at start; one server owns a database at a time).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["memory", "data"])]
+    store: Option<String>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -69,7 +73,13 @@ pub fn run(args: Args) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
-    let storage = if args.memory { Storage::Memory } else { Storage::Sqlite(args.data) };
+    let storage = if let Some(url) = args.store {
+        Storage::Postgres(url)
+    } else if args.memory {
+        Storage::Memory
+    } else {
+        Storage::Sqlite(args.data)
+    };
     let config = ServerConfig {
         bind: SocketAddr::new(args.bind, args.port),
         storage,

@@ -229,6 +229,21 @@ pub enum Change {
         sender: Bytes,
         id: u32,
     },
+    /// An acknowledgement of message `id` is owed to `sender` (its current registration,
+    /// which is connected): it goes out after the user's earlier acknowledgements. A store
+    /// keeps it until [`AckDone`](Change::AckDone), or until `sender` disconnects or
+    /// unregisters (which drop every acknowledgement owed to it).
+    AckOwed {
+        sender: Bytes,
+        id: u32,
+        file: Option<Bytes>,
+    },
+    /// The oldest acknowledgement owed to `sender`, of message `id`, was pushed (or its push
+    /// failed and it is given up): it is owed no more.
+    AckDone {
+        sender: Bytes,
+        id: u32,
+    },
 }
 
 /// Errors of the engine's own API (requests never fail: they get a reply code).
@@ -275,6 +290,13 @@ pub struct UserRecord {
     pub last_id: u32,
     /// Where the user listens, if connected.
     pub connection: Option<SocketAddr>,
+    /// The registration's identity: a user unregistered and registered again under the same
+    /// alias is another user, with another uid. Unique among a store's users; 0 asks
+    /// [`Engine::restore`] for a fresh one.
+    pub uid: u64,
+    /// Acknowledgements owed to the user, oldest first: message ids, with the attached file's
+    /// name for a SENDATTACH message. Kept only while the user is connected.
+    pub acks: Vec<(u32, Option<Bytes>)>,
 }
 
 /// A pending message as a store keeps it, for [`Engine::restore`].
@@ -286,6 +308,9 @@ pub struct MessageRecord {
     pub body: Bytes,
     /// The attached file's name, for a SENDATTACH message.
     pub file: Option<Bytes>,
+    /// The uid of the registration that sent it: its acknowledgement goes to that user only,
+    /// never to a newer user of the same alias (0: no known registration, no acknowledgement).
+    pub sender_uid: u64,
 }
 
 impl Default for Engine {
@@ -353,16 +378,26 @@ impl Engine {
         messages: impl IntoIterator<Item = MessageRecord>,
     ) -> Result<Engine, EngineError> {
         let mut engine = Engine::new(config);
+        let users: Vec<UserRecord> = users.into_iter().collect();
+        // Fresh uids (for records without one) never collide with kept ones.
+        engine.registry.reserve_uid(users.iter().map(|u| u.uid).max().unwrap_or(0));
+        let mut uids = HashSet::<u64>::new();
         for u in users {
             if engine.registry.contains(&u.alias) {
                 return Err(EngineError::InconsistentChange("a user is stored twice"));
             }
-            engine.registry.insert(&u.alias, &u.full_name, u.birth_date.as_deref());
+            if u.uid != 0 && !uids.insert(u.uid) {
+                return Err(EngineError::InconsistentChange("two users have the same uid"));
+            }
+            engine.registry.insert_with_uid(&u.alias, &u.full_name, u.birth_date.as_deref(), u.uid);
             if let Some(user) = engine.registry.get_mut(&u.alias) {
                 user.last_id = u.last_id;
             }
             if let Some(addr) = u.connection {
                 engine.registry.connect(&u.alias, addr, Gate::default());
+                if let Some(user) = engine.registry.get_mut(&u.alias) {
+                    user.acks.extend(u.acks);
+                }
             }
         }
         for m in messages {
@@ -371,10 +406,16 @@ impl Engine {
             }
             // A sender may have unregistered since; its messages stay.
             let sender = engine.registry.key(&m.sender).cloned().unwrap_or_else(|| Bytes::copy_from_slice(&m.sender));
-            let sender_uid = engine.registry.get(&m.sender).map_or(0, |u| u.uid);
             engine.registry.store(
                 &m.recipient,
-                StoredMessage { sender, sender_uid, id: m.id, body: m.body, file: m.file, gate: Gate::default() },
+                StoredMessage {
+                    sender,
+                    sender_uid: m.sender_uid,
+                    id: m.id,
+                    body: m.body,
+                    file: m.file,
+                    gate: Gate::default(),
+                },
             );
         }
         let connected: Vec<Bytes> = engine.registry.connected().cloned().collect();
@@ -637,7 +678,7 @@ impl Engine {
                     None => Push::Ack { id },
                     Some(file) => Push::AttachAck { id, file },
                 };
-                (push, InFlightPush::Ack)
+                (push, InFlightPush::Ack { id })
             } else if let Some(m) = user.mailbox.front() {
                 let (sender, id, body) = (m.sender.clone(), m.id, m.body.clone());
                 let push = match &m.file {
@@ -696,9 +737,13 @@ impl Engine {
                     self.mark_disconnected(&flight.to);
                 }
             }
-            (InFlightPush::Ack, DeliveryOutcome::Delivered) => {}
-            (InFlightPush::Ack, DeliveryOutcome::Failed) => {
-                if on_same_connection {
+            (InFlightPush::Ack { id }, outcome) => {
+                // Pushed or given up: owed no more (a failure also disconnects the user,
+                // which drops the rest).
+                if still_registered {
+                    self.record_change(|| Change::AckDone { sender: flight.to.clone(), id });
+                }
+                if outcome == DeliveryOutcome::Failed && on_same_connection {
                     self.mark_disconnected(&flight.to);
                 }
             }
@@ -788,6 +833,22 @@ impl Engine {
                     return Err(EngineError::InconsistentChange("removing a message that is not the oldest"));
                 }
             }
+            Change::AckOwed { sender, id, file } => {
+                let Some(user) = self.registry.get_mut(sender).filter(|u| u.is_connected()) else {
+                    return Err(EngineError::InconsistentChange("an acknowledgement owed to a user not connected"));
+                };
+                user.acks.push_back((*id, file.clone()));
+                self.wake(sender);
+            }
+            Change::AckDone { sender, id } => {
+                let user = self.registry.get_mut(sender);
+                match user {
+                    Some(user) if user.acks.front().is_some_and(|(a, _)| a == id) => {
+                        user.acks.pop_front();
+                    }
+                    _ => return Err(EngineError::InconsistentChange("ending an acknowledgement that is not owed")),
+                }
+            }
         }
         Ok(())
     }
@@ -795,8 +856,10 @@ impl Engine {
     fn acknowledge(&mut self, sender: &[u8], sender_uid: u64, id: u32, file: Option<Bytes>) {
         let Some(user) = self.registry.get_mut(sender).filter(|u| u.uid == sender_uid) else { return };
         if user.is_connected() {
-            user.acks.push_back((id, file));
-            self.wake(sender);
+            user.acks.push_back((id, file.clone()));
+            let sender = Bytes::copy_from_slice(sender);
+            self.record_change(|| Change::AckOwed { sender: sender.clone(), id, file });
+            self.wake(&sender);
         }
     }
 

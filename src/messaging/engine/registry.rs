@@ -31,6 +31,13 @@ pub struct StoredMessage {
     pub(crate) gate: Gate,
 }
 
+impl StoredMessage {
+    /// The uid of the registration that sent it (see [`User::uid`]).
+    pub fn sender_uid(&self) -> u64 {
+        self.sender_uid
+    }
+}
+
 impl PartialEq for StoredMessage {
     fn eq(&self, other: &Self) -> bool {
         self.sender == other.sender && self.id == other.id && self.body == other.body && self.file == other.file
@@ -109,6 +116,16 @@ pub struct User {
 }
 
 impl User {
+    /// The registration's identity (see [`UserRecord::uid`](super::UserRecord::uid)).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// Acknowledgements owed to this user and not yet pushed, oldest first.
+    pub fn acks(&self) -> impl Iterator<Item = &(u32, Option<Bytes>)> {
+        self.acks.iter()
+    }
+
     pub fn is_connected(&self) -> bool {
         self.connection.is_some()
     }
@@ -188,9 +205,21 @@ impl Registry {
     /// Adds a user; the caller has checked that the alias is free. Copies the fields so that
     /// the registry never keeps a connection's read buffer alive.
     pub(crate) fn insert(&mut self, alias: &[u8], full_name: &[u8], birth_date: Option<&[u8]>) {
-        self.next_uid += 1;
+        self.insert_with_uid(alias, full_name, birth_date, 0);
+    }
+
+    /// [`insert`](Self::insert) with the registration identity a store kept (0: a fresh
+    /// one). Later users get uids above every uid seen.
+    pub(crate) fn insert_with_uid(&mut self, alias: &[u8], full_name: &[u8], birth_date: Option<&[u8]>, uid: u64) {
+        let uid = if uid == 0 {
+            self.next_uid += 1;
+            self.next_uid
+        } else {
+            self.next_uid = self.next_uid.max(uid);
+            uid
+        };
         let user = User {
-            uid: self.next_uid,
+            uid,
             full_name: Bytes::copy_from_slice(full_name),
             birth_date: birth_date.map(Bytes::copy_from_slice),
             last_id: 0,
@@ -201,6 +230,11 @@ impl Registry {
             queued: false,
         };
         self.users.insert(Bytes::copy_from_slice(alias), user);
+    }
+
+    /// Fresh uids are above `uid` from now on.
+    pub(crate) fn reserve_uid(&mut self, uid: u64) {
+        self.next_uid = self.next_uid.max(uid);
     }
 
     pub(crate) fn remove(&mut self, alias: &[u8]) -> Option<User> {

@@ -19,8 +19,16 @@ pub struct DeliveryId(pub u64);
 /// What an in-flight delivery carries, as the engine needs it when the outcome comes back.
 #[derive(Debug, Clone)]
 pub(crate) enum InFlightPush {
-    Message { sender: Bytes, sender_uid: u64, id: u32, file: Option<Bytes> },
-    Ack,
+    Message {
+        sender: Bytes,
+        sender_uid: u64,
+        id: u32,
+        file: Option<Bytes>,
+    },
+    /// An acknowledgement of message `id` (SPEC 3).
+    Ack {
+        id: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
