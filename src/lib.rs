@@ -3,6 +3,7 @@
 //! One folder per protocol, each with the same inner shape (wire format, sans-IO state
 //! machine, store, tokio server, client, checker and its CLI verbs):
 //! - [`messaging`]: the UC3M message-delivery service (seed 001).
+//! - [`chat`]: the course chat, myChatProtocol (seed 002).
 //!
 //! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
 //! helpers), [`console`] (interactive consoles that print incoming lines above the line being
@@ -13,6 +14,7 @@
 //! The names of the first release stay where they were: `cartero::Codec`, `cartero::Engine`,
 //! `cartero::client`, `cartero::wire`... are the messaging ones.
 
+pub mod chat;
 pub mod cli;
 pub mod console;
 pub mod ffi;
