@@ -58,12 +58,26 @@ pub enum Output {
 /// The events of the server's log (SPEC-chat 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
-    Connect { name: String, ok: bool },
-    Disconnect { name: String },
-    Message { from: String, to: String },
-    Broadcast { from: String },
+    Connect {
+        name: String,
+        ok: bool,
+    },
+    Disconnect {
+        name: String,
+    },
+    Message {
+        from: String,
+        to: String,
+    },
+    Broadcast {
+        from: String,
+    },
     /// An ERROR sent (or a drop for 408 and 503); `name` when the connection had joined.
-    Error { code: u16, conn: ConnId, name: Option<String> },
+    Error {
+        code: u16,
+        conn: ConnId,
+        name: Option<String>,
+    },
 }
 
 impl LogEvent {
@@ -197,7 +211,7 @@ impl Engine {
                     return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
                 }
                 let bytes = Encoded::new(|b| wire::Reply::Broadcast { from: from.clone(), content }.write(b));
-                self.to_everyone(&bytes);
+                self.send_to_all(&bytes);
                 self.out.push_back(Output::Log(LogEvent::Broadcast { from }));
             }
             (Request::Disconnect, _) => {
@@ -261,9 +275,8 @@ impl Engine {
 
     /// `USER_LIST` to every joined user; truncated to 1024 bytes for legacy connections.
     fn send_user_list(&mut self) {
-        let framed = Encoded::new(|b| {
-            wire::write_user_list(b, self.joined.values().filter_map(|c| self.name(*c)), usize::MAX)
-        });
+        let framed =
+            Encoded::new(|b| wire::write_user_list(b, self.joined.values().filter_map(|c| self.name(*c)), usize::MAX));
         let legacy = (self.legacy_users > 0).then(|| {
             let mut b = BytesMut::new();
             wire::write_user_list(&mut b, self.joined.values().filter_map(|c| self.name(*c)), MAX_MESSAGE);
@@ -278,7 +291,7 @@ impl Engine {
         }
     }
 
-    fn to_everyone(&mut self, message: &Encoded) {
+    fn send_to_all(&mut self, message: &Encoded) {
         for &to in self.joined.values() {
             self.out.push_back(Output::Send { to, bytes: message.for_mode(self.conns[&to].mode) });
         }
@@ -569,7 +582,12 @@ mod tests {
             Just(String::new()),
             Just("x".repeat(33)),
         ];
-        let content = prop_oneof![Just(String::new()), Just("hola|a".to_string()), Just("a\nb".to_string()), Just("y".repeat(1010))];
+        let content = prop_oneof![
+            Just(String::new()),
+            Just("hola|a".to_string()),
+            Just("a\nb".to_string()),
+            Just("y".repeat(1010))
+        ];
         prop_oneof![
             (conn.clone(), any::<bool>()).prop_map(|(c, l)| Op::Open(c, l)),
             (conn.clone(), name.clone()).prop_map(|(c, n)| Op::Line(c, format!("CONNECT|{n}"))),

@@ -8,11 +8,11 @@
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
 
-
-
+pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod engine;
-
+pub mod server;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};

@@ -295,10 +295,7 @@ mod tests {
 
     #[test]
     fn last_field_keeps_pipes() {
-        assert_eq!(
-            parse_request(b"MESSAGE|bob|a|b"),
-            Ok(Request::Message { to: "bob".into(), content: "a|b".into() })
-        );
+        assert_eq!(parse_request(b"MESSAGE|bob|a|b"), Ok(Request::Message { to: "bob".into(), content: "a|b".into() }));
         assert_eq!(parse_request(b"BROADCAST|x|y"), Ok(Request::Broadcast("x|y".into())));
         assert_eq!(parse_request(b"BROADCAST|"), Ok(Request::Broadcast(String::new())));
         assert_eq!(parse_request(b"CONNECT|a|b"), Ok(Request::Connect("a|b".into())));

@@ -30,6 +30,9 @@ pub enum Command {
     /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice.
     #[command(subcommand)]
     Messaging(messaging::cli::Command),
+    /// The course chat (myChatProtocol): serve, connect, check, bench.
+    #[command(subcommand)]
+    Chat(crate::chat::cli::Command),
     // The first release's top-level verbs, aliases of `cartero messaging <verb>`; hidden from
     // the list, named in the help's last lines.
     #[command(hide = true)]
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
     use messaging::cli::Command as M;
     let messaging_verb = match args.command {
         Command::Messaging(verb) => verb,
+        Command::Chat(verb) => return crate::chat::cli::run(verb),
         Command::Serve(a) => M::Serve(a),
         Command::Client(a) => M::Client(a),
         Command::Bench(a) => M::Bench(a),
