@@ -25,6 +25,6 @@ pub mod shutdown;
 // which the README, the Python module and existing programs use.
 pub use messaging::{client, codec, engine, harness, server, store, webservice, wire};
 pub use messaging::{
-    Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig, EngineError,
-    Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
+    Change, CodeEncoding, Codec, CodecError, Delivery, DeliveryId, DeliveryOutcome, Engine, EngineConfig,
+    EngineError, Event, Operation, ProtocolError, Push, PushNames, Reply, Request, WireSettings, MAX_FIELD_LEN,
 };
