@@ -1,5 +1,6 @@
 //! `cartero chat <verb>`: the chat's command-line verbs.
 
+pub mod connect;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -10,10 +11,13 @@ use clap::Subcommand;
 pub enum Command {
     /// Run the chat server.
     Serve(serve::Args),
+    /// The chat console: private messages, broadcasts, the user list.
+    Connect(connect::Args),
 }
 
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => serve::run(a),
+        Command::Connect(a) => connect::run(a),
     }
 }
