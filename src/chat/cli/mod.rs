@@ -1,5 +1,6 @@
 //! `cartero chat <verb>`: the chat's command-line verbs.
 
+pub mod check;
 pub mod connect;
 pub mod serve;
 
@@ -13,11 +14,14 @@ pub enum Command {
     Serve(serve::Args),
     /// The chat console: private messages, broadcasts, the user list.
     Connect(connect::Args),
+    /// Check any chat server against every clause of SPEC-chat 1-4.
+    Check(check::Args),
 }
 
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => serve::run(a),
         Command::Connect(a) => connect::run(a),
+        Command::Check(a) => check::run(a),
     }
 }
