@@ -4,6 +4,8 @@
 //! signals between them, so Ctrl-C interrupts them. A Rust panic becomes `cartero.Error`,
 //! never pyo3's `PanicException` (which `except Exception` would miss).
 
+mod chat;
+
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -854,5 +856,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(serve_webservice, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    chat::register(m)?;
     Ok(())
 }

@@ -21,6 +21,7 @@ from ._errors import (
     UserNotFound,
 )
 from ._types import Ack, Message
+from . import chat
 from ._native import (
     Client,
     Delivery,
@@ -54,6 +55,7 @@ __all__ = [
     "Server",
     "ServerError",
     "UserNotFound",
+    "chat",
     "__version__",
     "encode_fields",
     "serve",
