@@ -26,6 +26,16 @@ def event_text(event):
     return f"Error {event.code}: {event.text}"
 
 
+_print_lock = threading.Lock()
+
+
+def say(text):
+    """Prints one whole line, never interleaved with another thread's."""
+    with _print_lock:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-s", "--server", default="localhost")
@@ -36,18 +46,18 @@ def main():
     try:
         client = chat.Client(args.server, args.port, name)
     except chat.ChatError as e:
-        print("Conexión fallida", flush=True)
+        say("Conexión fallida")
         print(f"cartero: {e}", file=sys.stderr)
         return 1
-    print("Conectado exitosamente", flush=True)
+    say("Conectado exitosamente")
     users = []
 
     def receive():
         for event in client.events():
             if isinstance(event, chat.UserList):
                 users[:] = event.users
-            print(event_text(event), flush=True)
-        print("Desconectado del servidor", flush=True)
+            say(event_text(event))
+        say("Desconectado del servidor")
 
     reader = threading.Thread(target=receive)
     reader.start()
@@ -59,7 +69,7 @@ def main():
                     to, _, text = line[1:].partition(" ")
                     client.send(to, text)
                 elif line.strip() == "/users":
-                    print("Usuarios conectados: " + ", ".join(users), flush=True)
+                    say("Usuarios conectados: " + ", ".join(users))
                 elif line.strip() == "/logout":
                     break
                 elif line.strip():
