@@ -14,6 +14,7 @@
 //! The names of the first release stay where they were: `cartero::Codec`, `cartero::Engine`,
 //! `cartero::client`, `cartero::wire`... are the messaging ones.
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod console;

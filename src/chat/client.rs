@@ -182,14 +182,17 @@ impl Sender {
         Ok(())
     }
 
+    /// `MESSAGE|to|content`.
     pub async fn send(&mut self, to: &str, content: &str) -> Result<(), ClientError> {
         self.request(&Request::Message { to: to.to_string(), content: content.to_string() }).await
     }
 
+    /// `BROADCAST|content`.
     pub async fn broadcast(&mut self, content: &str) -> Result<(), ClientError> {
         self.request(&Request::Broadcast(content.to_string())).await
     }
 
+    /// `DISCONNECT` (the server then closes the connection).
     pub async fn disconnect(&mut self) -> Result<(), ClientError> {
         self.request(&Request::Disconnect).await
     }
@@ -300,14 +303,17 @@ pub mod blocking {
             }
         }
 
+        /// `MESSAGE|to|content`.
         pub fn send(&self, to: &str, content: &str) -> Result<(), ClientError> {
             self.sender.send(to, content)
         }
 
+        /// `BROADCAST|content`.
         pub fn broadcast(&self, content: &str) -> Result<(), ClientError> {
             self.sender.broadcast(content)
         }
 
+        /// `DISCONNECT` (the server then closes the connection).
         pub fn disconnect(&self) -> Result<(), ClientError> {
             self.sender.disconnect()
         }
@@ -356,14 +362,17 @@ pub mod blocking {
             Ok(())
         }
 
+        /// `MESSAGE|to|content`.
         pub fn send(&self, to: &str, content: &str) -> Result<(), ClientError> {
             self.request(&Request::Message { to: to.to_string(), content: content.to_string() })
         }
 
+        /// `BROADCAST|content`.
         pub fn broadcast(&self, content: &str) -> Result<(), ClientError> {
             self.request(&Request::Broadcast(content.to_string()))
         }
 
+        /// `DISCONNECT` (the server then closes the connection).
         pub fn disconnect(&self) -> Result<(), ClientError> {
             self.request(&Request::Disconnect)
         }

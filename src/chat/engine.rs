@@ -136,6 +136,7 @@ impl Encoded {
 }
 
 impl Engine {
+    /// An engine with no connections.
     pub fn new() -> Engine {
         Engine::default()
     }

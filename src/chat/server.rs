@@ -166,6 +166,18 @@ impl Outbox {
         if q.end != End::Open {
             return true;
         }
+        // A user list behind an unsent user list replaces it: the reader is behind, and
+        // the newer list says all the older one did (docs/protocols/chat.md, section 9).
+        let n = q.items.len();
+        if bytes.starts_with(b"USER_LIST|")
+            && n > 0
+            && !(n == 1 && q.front_started)
+            && q.items[n - 1].starts_with(b"USER_LIST|")
+        {
+            q.bytes = q.bytes - q.items[n - 1].len() + bytes.len();
+            q.items[n - 1] = bytes;
+            return true;
+        }
         if q.items.len() >= max_messages || q.bytes + bytes.len() > max_bytes {
             // A message partly written is finished, so the ERROR starts a message.
             let keep = usize::from(q.front_started);

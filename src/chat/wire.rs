@@ -252,6 +252,7 @@ pub(crate) fn write_user_list<'a>(out: &mut BytesMut, users: impl Iterator<Item 
 /// The error codes of SPEC-chat 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
+    /// 400
     BadRequest,
     NotConnected,
     NotFound,
@@ -262,6 +263,7 @@ pub enum Code {
 }
 
 impl Code {
+    /// The code on the wire.
     pub fn number(self) -> u16 {
         match self {
             Code::BadRequest => 400,

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use crate::bench::rss_bytes;
 use crate::messaging::client::{Client, Listener};
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
@@ -74,11 +75,7 @@ impl RunResult {
     }
 
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        crate::bench::percentile_ms(&self.latencies_us, p)
     }
 }
 
@@ -524,17 +521,6 @@ async fn measure_idle_users(users: usize) -> Result<(f64, u64), String> {
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("cannot read memory use: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no VmRSS in /proc status".to_string())
 }
 
 // -------------------------------------------------------------------------------- restart
