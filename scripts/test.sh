@@ -30,6 +30,11 @@ if ! diff -u include/cartero.h "$fresh"; then
 fi
 rm -f "$fresh"
 
+if ! command -v ngircd >/dev/null && [ ! -x /usr/sbin/ngircd ]; then
+    echo "== installing ngircd, the IRC server the chat benchmark compares with"
+    apt-get update -qq && apt-get install -y -qq ngircd
+fi
+
 echo "== Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test"
 cargo test --locked --all-targets
 
