@@ -442,6 +442,11 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
     let mut next_write = Instant::now();
     // Once the connection is ending, what is queued has this long to be written.
     let mut end_deadline: Option<Instant> = None;
+    // One timer, reset to the nearest deadline only when that changes: a connection costs
+    // no timer work per message.
+    let timer = sleep_until(join_deadline);
+    tokio::pin!(timer);
+    let mut armed = Some(join_deadline);
     let leave = loop {
         let (pending, end) = outbox.state();
         let mode = match framing {
@@ -462,6 +467,21 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
             Framing::Detecting { since: Some(since) } => Some(since + config.legacy_wait),
             _ => None,
         };
+        let wake_at = [
+            detect_at,
+            (!join_checked).then_some(join_deadline),
+            end_deadline,
+            (pending && paced).then_some(next_write),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at) = wake_at {
+            if armed != Some(at) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
+        }
         tokio::select! {
             _ = outbox.notify.notified(), if !pending => {}
             ready = stream.writable(), if pending && !paced => {
@@ -475,7 +495,6 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                     Err(_) => break Leave::Closed,
                 }
             }
-            _ = sleep_until(next_write), if pending && paced => {}
             ready = stream.readable(), if reading => {
                 if ready.is_err() {
                     break Leave::Closed;
@@ -511,7 +530,20 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                     buf = BytesMut::new(); // an idle connection keeps no buffer
                 }
             }
-            _ = sleep_until(detect_at.unwrap_or(join_deadline)), if detect_at.is_some() => {
+            _ = &mut timer, if wake_at.is_some() => {
+                armed = None;
+                let now = Instant::now();
+                if end_deadline.is_some_and(|d| now >= d) {
+                    break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
+                }
+                if !join_checked && now >= join_deadline {
+                    join_checked = true;
+                    let joined = lock(&shared.hub).engine.is_joined(id);
+                    if !joined {
+                        refuse(shared, id, &outbox, Code::Timeout, wire::TEXT_TIMEOUT);
+                    }
+                }
+                if detect_at.is_some_and(|d| now >= d) {
                 match parse_request(&buf) {
                     Ok(Request::Connect(_)) => {
                         framing = Framing::Known(Mode::Legacy);
@@ -531,16 +563,7 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                         framing = Framing::Known(Mode::Framed);
                     }
                 }
-            }
-            _ = sleep_until(join_deadline), if !join_checked => {
-                join_checked = true;
-                let joined = lock(&shared.hub).engine.is_joined(id);
-                if !joined {
-                    refuse(shared, id, &outbox, Code::Timeout, wire::TEXT_TIMEOUT);
                 }
-            }
-            _ = sleep_until(end_deadline.unwrap_or(join_deadline)), if end_deadline.is_some() => {
-                break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
             }
             _ = stop.changed() => break Leave::Closed,
         }

@@ -367,14 +367,16 @@ async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<Owne
             loop {
                 read_line(&mut reader, &mut line).await?;
                 let text = String::from_utf8_lossy(&line);
+                // ":server 001 nick ...": the numeric is the second word.
+                let numeric = text.split_whitespace().nth(1).unwrap_or("");
                 if let Some(token) = text.strip_prefix("PING ") {
                     send(&mut write, format!("PONG {}\r\n", token.trim_end())).await?;
-                } else if text.contains(" 001 ") && !joined {
+                } else if numeric == "001" && !joined {
                     joined = true;
                     send(&mut write, "JOIN #bench\r\n".into()).await?;
-                } else if text.contains(" 366 ") {
+                } else if numeric == "366" {
                     break;
-                } else if text.starts_with("ERROR") || text.contains(" 433 ") {
+                } else if text.starts_with("ERROR") || numeric == "433" {
                     return Err(format!("u{i} refused: {}", text.trim_end()));
                 }
             }
