@@ -3,7 +3,7 @@
 //! One task per connection. It tells framed from legacy connections on the first message
 //! (SPEC-chat 1), reads and decodes, and hands each message to the engine under one lock, so
 //! all messages are handled one at a time in one order. The engine's outputs go to bounded
-//! per-connection queues ([`Outbox`]); each connection's task writes its own queue, so a slow
+//! per-connection queues; each connection's task writes its own queue, so a slow
 //! reader only fills its own queue and is dropped with `ERROR|503` when the queue passes its
 //! limits, without slowing anyone else. Legacy connections get one message per write, at
 //! least `legacy_gap` apart.
