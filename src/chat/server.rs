@@ -196,8 +196,13 @@ impl Outbox {
         }
         q.bytes += bytes.len();
         q.items.push_back(bytes);
+        let was_empty = q.items.len() == 1;
         drop(q);
-        self.notify.notify_one();
+        // The writer waits for a notification only when it found the queue empty (both
+        // under the lock), so only the first message of a batch needs to wake it.
+        if was_empty {
+            self.notify.notify_one();
+        }
         true
     }
 
@@ -239,8 +244,13 @@ impl Outbox {
         let mut q = lock(&self.queue);
         let written = match mode {
             Mode::Framed => {
-                let slices: Vec<IoSlice<'_>> = q.items.iter().take(WRITE_SLICES).map(|b| IoSlice::new(b)).collect();
-                stream.try_write_vectored(&slices)?
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+                let mut count = 0;
+                for (slot, item) in slices.iter_mut().zip(q.items.iter()) {
+                    *slot = IoSlice::new(item);
+                    count += 1;
+                }
+                stream.try_write_vectored(&slices[..count])?
             }
             Mode::Legacy => match q.items.front() {
                 Some(first) => stream.try_write(first)?,
