@@ -10,7 +10,7 @@
 #   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
 # It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb, rpcbind,
-# rpcgen, libtirpc and PostgreSQL) by itself.
+# rpcgen, libtirpc, PostgreSQL and ngircd) by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +52,8 @@ apt_install /usr/sbin/rpcbind rpcbind
 apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 # tests/postgres.rs and the e2e suite start throwaway PostgreSQL clusters with these programs.
 apt_install /usr/lib/postgresql/15/bin/initdb postgresql
+# The chat benchmark's test run compares with ngircd.
+apt_install /usr/sbin/ngircd ngircd
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"

@@ -32,6 +32,9 @@ pub enum Command {
     /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice.
     #[command(subcommand)]
     Messaging(messaging::cli::Command),
+    /// The course chat (myChatProtocol): serve, connect, check, bench.
+    #[command(subcommand)]
+    Chat(crate::chat::cli::Command),
     /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, check, help.
     #[command(subcommand)]
     Buckets(crate::buckets::cli::Command),
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
     use messaging::cli::Command as M;
     let messaging_verb = match args.command {
         Command::Messaging(verb) => verb,
+        Command::Chat(verb) => return crate::chat::cli::run(verb),
         Command::Buckets(verb) => return crate::buckets::cli::run(verb),
         Command::Serve(a) => M::Serve(a),
         Command::Client(a) => M::Client(a),

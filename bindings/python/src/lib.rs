@@ -29,6 +29,7 @@ use pyo3::types::PyBytes;
 use tokio_util::codec::{Decoder, Encoder};
 
 mod buckets;
+mod chat;
 
 /// How long a wait runs between checks for Ctrl-C.
 const SLICE: Duration = Duration::from_millis(100);
@@ -992,5 +993,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(serve_webservice, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     buckets::register(m)?;
+    chat::register(m)?;
     Ok(())
 }

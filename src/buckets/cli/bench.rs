@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proc_stats::rss_bytes;
+use crate::bench::rss_bytes;
 
 const BUFFER: usize = 64 * 1024;
 const SMALL: usize = 4096;

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use crate::bench::rss_bytes;
 use crate::messaging::client::{Client, Listener};
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
 use crate::messaging::{codec::Codec, wire::Push};
-use crate::proc_stats::rss_bytes;
-use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -80,11 +80,7 @@ impl RunResult {
     }
 
     fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        crate::bench::percentile_ms(&self.latencies_us, p)
     }
 }
 

@@ -36,6 +36,7 @@ from ._native import (
     serve_webservice,
 )
 from . import buckets  # cartero.buckets: the bucket stores of seeds 003 and 004
+from . import chat  # cartero.chat: the course chat of seed 002
 
 __all__ = [
     "Ack",
@@ -59,6 +60,8 @@ __all__ = [
     "Server",
     "ServerError",
     "UserNotFound",
+    "buckets",
+    "chat",
     "__version__",
     "encode_fields",
     "serve",

@@ -1,0 +1,76 @@
+//! `cartero chat serve`: the chat server on a TCP port (SPEC-chat 5).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::chat::server::{Server, ServerConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TCP port to listen on (0 picks a free one; the start line shows which).
+    #[arg(short, long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Connections open at once; more are closed at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Time a connection has to join before ERROR|408.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::common::duration)]
+    connect_timeout: Duration,
+    /// Time after the first bytes without a newline before a connection counts as legacy.
+    #[arg(long, default_value = "50ms", value_parser = crate::cli::common::duration)]
+    legacy_wait: Duration,
+    /// Least time between two writes to a legacy connection.
+    #[arg(long, default_value = "20ms", value_parser = crate::cli::common::duration)]
+    legacy_gap: Duration,
+    /// Bytes that may wait for one reader before it is dropped with ERROR|503.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_queued_bytes: usize,
+    /// Messages that may wait for one reader before it is dropped with ERROR|503.
+    #[arg(long, default_value_t = 1000)]
+    max_queued_messages: usize,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    match rlimit::increase_nofile_limit(args.max_connections as u64 + 64) {
+        Ok(limit) if (limit as usize) < args.max_connections + 64 => tracing::warn!(
+            "only {limit} file descriptors allowed: fewer than --max-connections needs; \
+             connections past it are refused until others close"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
+    }
+    let config = ServerConfig {
+        max_connections: args.max_connections,
+        connect_timeout: args.connect_timeout,
+        legacy_wait: args.legacy_wait,
+        legacy_gap: args.legacy_gap,
+        max_queued_bytes: args.max_queued_bytes,
+        max_queued_messages: args.max_queued_messages,
+        console: true,
+        ..ServerConfig::new(SocketAddr::new(args.bind, args.port))
+    };
+    let runtime = match crate::cli::common::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("cartero: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match server.run(crate::shutdown::signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cartero: server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,386 @@
+//! Chat clients on framed connections: [`Client`] (tokio) and [`blocking::Client`] (threads).
+//!
+//! Both open a connection, [`join`](Client::join) under a name (SPEC-chat 3: `CONNECT`, then
+//! `CONNECT_ACK`), send private messages and broadcasts, and hand over what the server sends
+//! as [`Reply`] values (user lists, messages, broadcasts, errors), in the server's order.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::chat::codec::{CodecError, Frame, LineCodec};
+use crate::chat::wire::{check_name, parse_reply, NameError, Reply, Request};
+
+/// How long one step (connecting, a reply) may take unless told otherwise.
+pub fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
+    /// `CONNECT_ACK|FAIL`, with the ERROR that came with it, if any.
+    #[error("the server refused the name{}", match (code, text) { (Some(c), Some(t)) => format!(": {c} {t}"), _ => String::new() })]
+    Refused { code: Option<u16>, text: Option<String> },
+    /// The server answered CONNECT with an ERROR only (409: already joined).
+    #[error("the server answered {code} {text}")]
+    Error { code: u16, text: String },
+    #[error("the server sent something that is not a chat message: {0:?}")]
+    Protocol(String),
+    #[error("the message cannot be sent: {0}")]
+    Encode(CodecError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<CodecError> for ClientError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Io(e) => ClientError::Io(e),
+            other => ClientError::Encode(other),
+        }
+    }
+}
+
+fn decode(frame: Frame) -> Result<Reply, ClientError> {
+    match frame {
+        Frame::Line(line) => {
+            parse_reply(&line).map_err(|_| ClientError::Protocol(String::from_utf8_lossy(&line).into()))
+        }
+        Frame::TooLong => Err(ClientError::Protocol("a line over 1 MiB".into())),
+    }
+}
+
+/// A chat connection (tokio).
+pub struct Client {
+    reader: Receiver,
+    writer: Sender,
+    timeout: Duration,
+}
+
+/// The sending half of a [`Client`], for tasks that send while another one receives.
+pub struct Sender {
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+/// The receiving half of a [`Client`].
+pub struct Receiver {
+    reader: OwnedReadHalf,
+    buf: BytesMut,
+    codec: LineCodec,
+    closed: bool,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`), within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Connect { addr: addr.to_string(), source: io::ErrorKind::TimedOut.into() })?
+            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Ok(Client {
+            reader: Receiver { reader: read, buf: BytesMut::new(), codec: LineCodec::for_replies(), closed: false },
+            writer: Sender { writer: write, buf: BytesMut::new() },
+            timeout,
+        })
+    }
+
+    /// Connects and joins as `name`.
+    pub async fn connect_as(addr: &str, name: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let mut client = Client::connect(addr, timeout).await?;
+        client.join(name).await?;
+        Ok(client)
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.reader.peer_addr()
+    }
+
+    /// Sends `CONNECT|name` and waits for `CONNECT_ACK`. On `FAIL` the connection stays open
+    /// for another try.
+    pub async fn join(&mut self, name: &str) -> Result<(), ClientError> {
+        check_name(name)?;
+        self.writer.request(&Request::Connect(name.to_string())).await?;
+        match self.recv().await? {
+            Reply::ConnectAck(true) => Ok(()),
+            Reply::ConnectAck(false) => {
+                // The ERROR that says why comes right behind, on framed connections.
+                match self.recv().await {
+                    Ok(Reply::Error { code, text }) => Err(ClientError::Refused { code: Some(code), text: Some(text) }),
+                    _ => Err(ClientError::Refused { code: None, text: None }),
+                }
+            }
+            Reply::Error { code, text } => Err(ClientError::Error { code, text }),
+            other => Err(ClientError::Protocol(format!("{other:?} before CONNECT_ACK"))),
+        }
+    }
+
+    /// `MESSAGE|to|content`.
+    pub async fn send(&mut self, to: &str, content: &str) -> Result<(), ClientError> {
+        self.writer.send(to, content).await
+    }
+
+    /// `BROADCAST|content`.
+    pub async fn broadcast(&mut self, content: &str) -> Result<(), ClientError> {
+        self.writer.broadcast(content).await
+    }
+
+    /// `DISCONNECT`, then waits (within the timeout) for the server to close.
+    pub async fn disconnect(mut self) -> Result<(), ClientError> {
+        self.writer.disconnect().await?;
+        let timeout = self.timeout;
+        let _ =
+            tokio::time::timeout(timeout, async { while let Ok(Some(_)) = self.reader.next_event().await {} }).await;
+        Ok(())
+    }
+
+    /// The next message from the server, waiting at most the client's timeout.
+    pub async fn recv(&mut self) -> Result<Reply, ClientError> {
+        match tokio::time::timeout(self.timeout, self.reader.next_event()).await {
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+            Ok(Ok(None)) => Err(ClientError::Closed),
+            Ok(Ok(Some(reply))) => Ok(reply),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// The next message from the server, however long it takes; `None` once it closed.
+    pub async fn next_event(&mut self) -> Result<Option<Reply>, ClientError> {
+        self.reader.next_event().await
+    }
+
+    /// Splits the connection so that one task can send while another receives.
+    pub fn into_split(self) -> (Sender, Receiver) {
+        (self.writer, self.reader)
+    }
+}
+
+impl Sender {
+    /// Sends any request (checked: no line break, at most 1024 bytes).
+    pub async fn request(&mut self, request: &Request) -> Result<(), ClientError> {
+        self.buf.clear();
+        LineCodec::for_requests().encode(request, &mut self.buf)?;
+        self.writer.write_all(&self.buf).await?;
+        Ok(())
+    }
+
+    /// `MESSAGE|to|content`.
+    pub async fn send(&mut self, to: &str, content: &str) -> Result<(), ClientError> {
+        self.request(&Request::Message { to: to.to_string(), content: content.to_string() }).await
+    }
+
+    /// `BROADCAST|content`.
+    pub async fn broadcast(&mut self, content: &str) -> Result<(), ClientError> {
+        self.request(&Request::Broadcast(content.to_string())).await
+    }
+
+    /// `DISCONNECT` (the server then closes the connection).
+    pub async fn disconnect(&mut self) -> Result<(), ClientError> {
+        self.request(&Request::Disconnect).await
+    }
+}
+
+impl Receiver {
+    /// The next message from the server; `None` once it closed.
+    /// Cancel-safe: a message partly read stays buffered for the next call.
+    pub async fn next_event(&mut self) -> Result<Option<Reply>, ClientError> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                return decode(frame).map(Some);
+            }
+            if self.closed {
+                return Ok(None);
+            }
+            self.buf.reserve(8192);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                self.closed = true;
+                if let Some(frame) = self.codec.decode_eof(&mut self.buf)? {
+                    return decode(frame).map(Some);
+                }
+            }
+        }
+    }
+}
+
+/// The same client on plain threads: blocking calls, each bounded.
+pub mod blocking {
+    use std::io::{self, Read, Write};
+    use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use bytes::BytesMut;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    use super::{decode, ClientError};
+    use crate::chat::codec::LineCodec;
+    use crate::chat::wire::{check_name, Reply, Request};
+
+    /// A chat connection (blocking). Receiving and sending may happen on different threads:
+    /// [`Client::sender`] gives a handle for sending.
+    pub struct Client {
+        stream: TcpStream,
+        buf: BytesMut,
+        codec: LineCodec,
+        sender: Sender,
+        timeout: Duration,
+        closed: bool,
+    }
+
+    /// Sends on a [`Client`]'s connection from any thread.
+    #[derive(Clone)]
+    pub struct Sender {
+        stream: Arc<Mutex<TcpStream>>,
+    }
+
+    impl Client {
+        /// Connects to `host:port`, each step within `timeout`.
+        pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+            let addr = format!("{host}:{port}");
+            let fail = |source| ClientError::Connect { addr: addr.clone(), source };
+            let mut last = io::Error::from(io::ErrorKind::NotFound);
+            let addrs = (host, port).to_socket_addrs().map_err(fail)?;
+            for candidate in addrs {
+                match TcpStream::connect_timeout(&candidate, timeout) {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        let writer = stream.try_clone().map_err(fail)?;
+                        return Ok(Client {
+                            stream,
+                            buf: BytesMut::new(),
+                            codec: LineCodec::for_replies(),
+                            sender: Sender { stream: Arc::new(Mutex::new(writer)) },
+                            timeout,
+                            closed: false,
+                        });
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(fail(last))
+        }
+
+        /// A handle that sends on this connection.
+        pub fn sender(&self) -> Sender {
+            self.sender.clone()
+        }
+
+        /// Sends `CONNECT|name` and waits (within the timeout) for `CONNECT_ACK`; on `FAIL`
+        /// the connection stays open for another try.
+        pub fn join(&mut self, name: &str) -> Result<(), ClientError> {
+            check_name(name)?;
+            self.sender.request(&Request::Connect(name.to_string()))?;
+            let timeout = self.timeout;
+            match self.recv_timeout(timeout)? {
+                None => Err(ClientError::Timeout(timeout)),
+                Some(Reply::ConnectAck(true)) => Ok(()),
+                Some(Reply::ConnectAck(false)) => match self.recv_timeout(timeout) {
+                    Ok(Some(Reply::Error { code, text })) => {
+                        Err(ClientError::Refused { code: Some(code), text: Some(text) })
+                    }
+                    _ => Err(ClientError::Refused { code: None, text: None }),
+                },
+                Some(Reply::Error { code, text }) => Err(ClientError::Error { code, text }),
+                Some(other) => Err(ClientError::Protocol(format!("{other:?} before CONNECT_ACK"))),
+            }
+        }
+
+        /// `MESSAGE|to|content`.
+        pub fn send(&self, to: &str, content: &str) -> Result<(), ClientError> {
+            self.sender.send(to, content)
+        }
+
+        /// `BROADCAST|content`.
+        pub fn broadcast(&self, content: &str) -> Result<(), ClientError> {
+            self.sender.broadcast(content)
+        }
+
+        /// `DISCONNECT` (the server then closes the connection).
+        pub fn disconnect(&self) -> Result<(), ClientError> {
+            self.sender.disconnect()
+        }
+
+        /// The next message from the server within `wait`: `Ok(None)` when none came in
+        /// time, `Err(Closed)` once the server closed.
+        pub fn recv_timeout(&mut self, wait: Duration) -> Result<Option<Reply>, ClientError> {
+            let deadline = Instant::now() + wait;
+            loop {
+                if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                    return decode(frame).map(Some);
+                }
+                if self.closed {
+                    return Err(ClientError::Closed);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                let mut chunk = [0u8; 8192];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        self.closed = true;
+                        if let Some(frame) = self.codec.decode_eof(&mut self.buf)? {
+                            return decode(frame).map(Some);
+                        }
+                    }
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.closed = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
+    impl Sender {
+        /// Sends any request (checked: no line break, at most 1024 bytes).
+        pub fn request(&self, request: &Request) -> Result<(), ClientError> {
+            let mut out = BytesMut::new();
+            LineCodec::for_requests().encode(request, &mut out)?;
+            let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            stream.write_all(&out)?;
+            Ok(())
+        }
+
+        /// `MESSAGE|to|content`.
+        pub fn send(&self, to: &str, content: &str) -> Result<(), ClientError> {
+            self.request(&Request::Message { to: to.to_string(), content: content.to_string() })
+        }
+
+        /// `BROADCAST|content`.
+        pub fn broadcast(&self, content: &str) -> Result<(), ClientError> {
+            self.request(&Request::Broadcast(content.to_string()))
+        }
+
+        /// `DISCONNECT` (the server then closes the connection).
+        pub fn disconnect(&self) -> Result<(), ClientError> {
+            self.request(&Request::Disconnect)
+        }
+
+        /// Closes the connection both ways (a receiving thread then sees `Closed`).
+        pub fn shutdown(&self) {
+            let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}

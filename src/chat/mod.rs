@@ -1,0 +1,20 @@
+//! The course chat of seed 002, myChatProtocol (`docs/protocols/chat.md`).
+//!
+//! Layers, each depending only on the ones listed before it:
+//! - [`wire`]: lines <-> messages (`COMMAND|field|...`), names checked in one place.
+//! - [`codec`]: bytes <-> lines of framed connections ([`LineCodec`]), bounded.
+//! - [`engine`]: messages <-> state, sans-IO ([`Engine`]): users, names, who gets what.
+//! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
+//! - [`client`]: async and blocking clients.
+//! - [`cli`]: the `cartero chat ...` verbs.
+
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod engine;
+pub mod server;
+pub mod wire;
+
+pub use codec::{CodecError, Frame, LineCodec};
+pub use engine::{ConnId, Engine, Leave, LogEvent, Mode, Output};
+pub use wire::{check_name, parse_reply, parse_request, Code, NameError, ParseError, Reply, Request};

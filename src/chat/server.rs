@@ -1,0 +1,616 @@
+//! State <-> sockets: the tokio chat server that drives the [`Engine`].
+//!
+//! One task per connection. It tells framed from legacy connections on the first message
+//! (SPEC-chat 1), reads and decodes, and hands each message to the engine under one lock, so
+//! all messages are handled one at a time in one order. The engine's outputs go to bounded
+//! per-connection queues; each connection's task writes its own queue, so a slow
+//! reader only fills its own queue and is dropped with `ERROR|503` when the queue passes its
+//! limits, without slowing anyone else. Legacy connections get one message per write, at
+//! least `legacy_gap` apart.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::Decoder;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::codec::{Frame, LineCodec};
+use crate::chat::engine::{ConnId, Engine, Leave, LogEvent, Mode, Output};
+use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// Everything `cartero chat serve` can be told; [`ServerConfig::new`] gives SPEC-chat's
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Time a connection has to join (SPEC-chat 4: 30 s, then 408).
+    pub connect_timeout: Duration,
+    /// How long after the first bytes without `\n` a connection is taken for legacy
+    /// (SPEC-chat 1: 50 ms).
+    pub legacy_wait: Duration,
+    /// Least time between two writes to a legacy connection (SPEC-chat 1: 20 ms).
+    pub legacy_gap: Duration,
+    /// Bytes that may wait for one connection (SPEC-chat 4: 1 MiB, then 503).
+    pub max_queued_bytes: usize,
+    /// Messages that may wait for one connection (SPEC-chat 4: 1,000, then 503).
+    pub max_queued_messages: usize,
+    /// How long a dropped slow reader is given to take its `ERROR|503`.
+    pub drop_grace: Duration,
+    /// Print SPEC-chat 5's event lines on standard output.
+    pub console: bool,
+}
+
+impl ServerConfig {
+    /// SPEC-chat's limits, listening on `bind`, without the console.
+    pub fn new(bind: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            bind,
+            max_connections: 16_384,
+            connect_timeout: Duration::from_secs(30),
+            legacy_wait: Duration::from_millis(50),
+            legacy_gap: Duration::from_millis(20),
+            max_queued_bytes: 1 << 20,
+            max_queued_messages: 1000,
+            drop_grace: Duration::from_secs(2),
+            console: false,
+        }
+    }
+}
+
+/// What the server has done, for tools and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: AtomicUsize,
+    /// Connections refused for `max_connections`.
+    pub refused: AtomicU64,
+    /// Slow readers dropped (503).
+    pub slow_readers: AtomicU64,
+    /// Console lines dropped because standard output could not keep up.
+    pub console_dropped: AtomicU64,
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    console_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    hub: Mutex<Hub>,
+    stats: Arc<Stats>,
+}
+
+/// The engine and the queues it writes to, under one lock.
+struct Hub {
+    engine: Engine,
+    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    console: Option<SyncSender<String>>,
+    stats: Arc<Stats>,
+    max_bytes: usize,
+    max_messages: usize,
+}
+
+/// What happens to a connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Open,
+    /// Write what is queued, then close (after DISCONNECT).
+    Close,
+    /// Dropped as a slow reader: the queue holds only the `ERROR|503`.
+    Overflow,
+}
+
+/// One connection's outbound queue, bounded by count and bytes.
+struct Outbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    peer: SocketAddr,
+    mode: Mutex<Mode>,
+}
+
+struct Queue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    end: End,
+    /// The first item is partly written: it must be finished, whatever happens next.
+    front_started: bool,
+}
+
+/// Lines of the console printer's queue before lines are dropped.
+const CONSOLE_QUEUE: usize = 65_536;
+/// Buffers handed to one vectored write.
+const WRITE_SLICES: usize = 64;
+/// Bytes read at once.
+const READ_CHUNK: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Outbox {
+    fn new(peer: SocketAddr) -> Outbox {
+        Outbox {
+            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, end: End::Open, front_started: false }),
+            notify: Notify::new(),
+            peer,
+            mode: Mutex::new(Mode::Framed),
+        }
+    }
+
+    /// Queues `bytes`; false when this passes the limits (the queue then holds only the
+    /// `ERROR|503` and takes nothing more).
+    fn push(&self, bytes: Bytes, max_bytes: usize, max_messages: usize) -> bool {
+        let mut q = lock(&self.queue);
+        if q.end != End::Open {
+            return true;
+        }
+        // A user list behind an unsent user list replaces it: the reader is behind, and
+        // the newer list says all the older one did (docs/protocols/chat.md, section 9).
+        let n = q.items.len();
+        if bytes.starts_with(b"USER_LIST|")
+            && n > 0
+            && !(n == 1 && q.front_started)
+            && q.items[n - 1].starts_with(b"USER_LIST|")
+        {
+            q.bytes = q.bytes - q.items[n - 1].len() + bytes.len();
+            q.items[n - 1] = bytes;
+            return true;
+        }
+        if q.items.len() >= max_messages || q.bytes + bytes.len() > max_bytes {
+            // A message partly written is finished, so the ERROR starts a message.
+            let keep = usize::from(q.front_started);
+            q.items.truncate(keep);
+            let error = wire::error_line(Code::SlowReader, wire::TEXT_SLOW_READER);
+            let error = match *lock(&self.mode) {
+                Mode::Framed => error,
+                Mode::Legacy => error.slice(..error.len() - 1),
+            };
+            q.bytes = q.items.iter().map(Bytes::len).sum::<usize>() + error.len();
+            q.items.push_back(error);
+            q.end = End::Overflow;
+            drop(q);
+            self.notify.notify_one();
+            return false;
+        }
+        q.bytes += bytes.len();
+        q.items.push_back(bytes);
+        let was_empty = q.items.len() == 1;
+        drop(q);
+        // The writer waits for a notification only when it found the queue empty (both
+        // under the lock), so only the first message of a batch needs to wake it.
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Queues a last `ERROR`, whatever the limits, and closes after it.
+    fn push_last(&self, code: Code, text: &str) {
+        let error = wire::error_line(code, text);
+        let error = match *lock(&self.mode) {
+            Mode::Framed => error,
+            Mode::Legacy => error.slice(..error.len() - 1),
+        };
+        let mut q = lock(&self.queue);
+        if q.end == End::Open {
+            q.bytes += error.len();
+            q.items.push_back(error);
+            q.end = End::Close;
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    fn close_after_flush(&self) {
+        let mut q = lock(&self.queue);
+        if q.end == End::Open {
+            q.end = End::Close;
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// (something to write, end state)
+    fn state(&self) -> (bool, End) {
+        let q = lock(&self.queue);
+        (!q.items.is_empty(), q.end)
+    }
+
+    /// Writes what the socket takes now: everything queued on a framed connection, the
+    /// first message on a legacy one. Returns whether a whole message was finished.
+    fn write_to(&self, stream: &TcpStream, mode: Mode) -> io::Result<bool> {
+        let mut q = lock(&self.queue);
+        let written = match mode {
+            Mode::Framed => {
+                let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+                let mut count = 0;
+                for (slot, item) in slices.iter_mut().zip(q.items.iter()) {
+                    *slot = IoSlice::new(item);
+                    count += 1;
+                }
+                stream.try_write_vectored(&slices[..count])?
+            }
+            Mode::Legacy => match q.items.front() {
+                Some(first) => stream.try_write(first)?,
+                None => 0,
+            },
+        };
+        q.bytes -= written;
+        let mut left = written;
+        let mut finished = false;
+        while left > 0 {
+            let Some(front) = q.items.front_mut() else { break };
+            if front.len() <= left {
+                left -= front.len();
+                q.items.pop_front();
+                q.front_started = false;
+                finished = true;
+            } else {
+                front.advance(left);
+                left = 0;
+                q.front_started = true;
+            }
+        }
+        Ok(finished)
+    }
+}
+
+impl Hub {
+    fn log(&self, line: String) {
+        if let Some(console) = &self.console {
+            if console.try_send(line).is_err() {
+                self.stats.console_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn log_event(&self, event: LogEvent) {
+        if self.console.is_some() {
+            let line = event.line(|conn| match self.outboxes.get(&conn) {
+                Some(o) => o.peer.to_string(),
+                None => format!("connection {}", conn.0),
+            });
+            self.log(line);
+        }
+    }
+
+    /// Carries out everything the engine asked for; drops slow readers as their queues
+    /// overflow (which may ask for more).
+    fn dispatch(&mut self) {
+        loop {
+            let mut overflowed = Vec::new();
+            while let Some(output) = self.engine.poll_output() {
+                match output {
+                    Output::Send { to, bytes } => {
+                        if let Some(outbox) = self.outboxes.get(&to) {
+                            if !outbox.push(bytes, self.max_bytes, self.max_messages) {
+                                overflowed.push(to);
+                            }
+                        }
+                    }
+                    Output::Close { conn } => {
+                        if let Some(outbox) = self.outboxes.get(&conn) {
+                            outbox.close_after_flush();
+                        }
+                    }
+                    Output::Log(event) => self.log_event(event),
+                }
+            }
+            if overflowed.is_empty() {
+                return;
+            }
+            for conn in overflowed {
+                self.stats.slow_readers.fetch_add(1, Ordering::Relaxed);
+                self.engine.close(conn, Leave::SlowReader);
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Binds the listening socket. With `config.console`, prints the start line
+    /// `s> init server ADDR:PORT` once ready.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let stats = Arc::new(Stats::default());
+        let (console, console_thread) = if config.console {
+            let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
+            let thread = std::thread::spawn(move || {
+                use std::io::Write;
+                for line in rx {
+                    let mut out = std::io::stdout().lock();
+                    // A closed stdout is no reason to stop serving.
+                    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+                }
+            });
+            (Some(tx), Some(thread))
+        } else {
+            (None, None)
+        };
+        let hub = Hub {
+            engine: Engine::new(),
+            outboxes: HashMap::new(),
+            console,
+            stats: stats.clone(),
+            max_bytes: config.max_queued_bytes,
+            max_messages: config.max_queued_messages.max(1),
+        };
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        hub.log(format!("s> init server {addr}"));
+        Ok(Server { listener, shared: Arc::new(Shared { config, hub: Mutex::new(hub), stats }), console_thread })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// Serves until `shutdown` completes; then closes every connection and returns once
+    /// their tasks have ended (at most `drop_grace` later).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Server { listener, shared, console_thread } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = TaskTracker::new();
+        let mut next_id = 0u64;
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait for some to be freed.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if shared.stats.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("{peer}: refused, {} connections open", shared.config.max_connections);
+                drop(stream);
+                continue;
+            }
+            shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+            next_id += 1;
+            let id = ConnId(next_id);
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            tasks.spawn(async move {
+                connection(&shared, stream, peer, id, stop).await;
+                shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        tasks.close();
+        let grace = shared.config.drop_grace + Duration::from_secs(1);
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not end in time");
+        }
+        let dropped = shared.stats.console_dropped.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!("{dropped} console lines were dropped: standard output could not keep up");
+        }
+        lock(&shared.hub).console = None;
+        drop(shared);
+        if let Some(thread) = console_thread {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+}
+
+/// Where a connection is in telling its framing.
+enum Framing {
+    /// Nothing yet, or bytes without `\n` since `since`.
+    Detecting {
+        since: Option<Instant>,
+    },
+    Known(Mode),
+}
+
+async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: ConnId, mut stop: watch::Receiver<bool>) {
+    let config = &shared.config;
+    // Legacy writes must leave one by one; framed ones gain latency too.
+    let _ = stream.set_nodelay(true);
+    let outbox = Arc::new(Outbox::new(peer));
+    lock(&shared.hub).outboxes.insert(id, outbox.clone());
+    let join_deadline = Instant::now() + config.connect_timeout;
+    let mut join_checked = false;
+    let mut framing = Framing::Detecting { since: None };
+    let mut codec = LineCodec::for_requests();
+    let mut buf = BytesMut::new();
+    let mut reading = true;
+    let mut next_write = Instant::now();
+    // Once the connection is ending, what is queued has this long to be written.
+    let mut end_deadline: Option<Instant> = None;
+    // One timer, reset to the nearest deadline only when that changes: a connection costs
+    // no timer work per message.
+    let timer = sleep_until(join_deadline);
+    tokio::pin!(timer);
+    let mut armed = Some(join_deadline);
+    let leave = loop {
+        let (pending, end) = outbox.state();
+        let mode = match framing {
+            Framing::Known(mode) => Some(mode),
+            Framing::Detecting { .. } => None,
+        };
+        match end {
+            End::Open => {}
+            End::Close if !pending => break Leave::Closed,
+            End::Overflow if !pending => break Leave::SlowReader,
+            End::Close | End::Overflow => {
+                reading = false;
+                end_deadline.get_or_insert_with(|| Instant::now() + config.drop_grace);
+            }
+        }
+        let paced = mode == Some(Mode::Legacy) && Instant::now() < next_write;
+        let detect_at = match framing {
+            Framing::Detecting { since: Some(since) } => Some(since + config.legacy_wait),
+            _ => None,
+        };
+        let wake_at = [
+            detect_at,
+            (!join_checked).then_some(join_deadline),
+            end_deadline,
+            (pending && paced).then_some(next_write),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at) = wake_at {
+            if armed != Some(at) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
+        }
+        tokio::select! {
+            _ = outbox.notify.notified(), if !pending => {}
+            ready = stream.writable(), if pending && !paced => {
+                if ready.is_err() {
+                    break Leave::Closed;
+                }
+                match outbox.write_to(&stream, mode.unwrap_or(Mode::Framed)) {
+                    Ok(true) => next_write = Instant::now() + config.legacy_gap,
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break Leave::Closed,
+                }
+            }
+            ready = stream.readable(), if reading => {
+                if ready.is_err() {
+                    break Leave::Closed;
+                }
+                buf.reserve(READ_CHUNK);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => break Leave::Closed,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break Leave::Closed,
+                }
+                match framing {
+                    Framing::Detecting { since } => {
+                        if memchr::memchr(b'\n', &buf).is_some() || buf.len() > MAX_MESSAGE + 1 {
+                            framing = Framing::Known(Mode::Framed);
+                            open(shared, id, &outbox, Mode::Framed);
+                            framed_input(shared, id, &mut codec, &mut buf);
+                        } else if since.is_none() {
+                            framing = Framing::Detecting { since: Some(Instant::now()) };
+                        }
+                    }
+                    Framing::Known(Mode::Framed) => framed_input(shared, id, &mut codec, &mut buf),
+                    Framing::Known(Mode::Legacy) => {
+                        // One read, one message.
+                        let frame = if buf.len() > MAX_MESSAGE { Frame::TooLong } else { Frame::Line(buf.split().freeze()) };
+                        buf = BytesMut::new();
+                        let mut hub = lock(&shared.hub);
+                        hub.engine.handle(id, &frame);
+                        hub.dispatch();
+                    }
+                }
+                if buf.is_empty() {
+                    buf = BytesMut::new(); // an idle connection keeps no buffer
+                }
+            }
+            _ = &mut timer, if wake_at.is_some() => {
+                armed = None;
+                let now = Instant::now();
+                if end_deadline.is_some_and(|d| now >= d) {
+                    break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
+                }
+                if !join_checked && now >= join_deadline {
+                    join_checked = true;
+                    let joined = lock(&shared.hub).engine.is_joined(id);
+                    if !joined {
+                        refuse(shared, id, &outbox, Code::Timeout, wire::TEXT_TIMEOUT);
+                    }
+                }
+                if detect_at.is_some_and(|d| now >= d) {
+                match parse_request(&buf) {
+                    Ok(Request::Connect(_)) => {
+                        framing = Framing::Known(Mode::Legacy);
+                        open(shared, id, &outbox, Mode::Legacy);
+                        let frame = Frame::Line(buf.split().freeze());
+                        buf = BytesMut::new();
+                        let mut hub = lock(&shared.hub);
+                        hub.engine.handle(id, &frame);
+                        hub.dispatch();
+                    }
+                    other => {
+                        let text = match other {
+                            Err(e) => e.text(),
+                            Ok(_) => ParseError::UnknownCommand.text(),
+                        };
+                        refuse(shared, id, &outbox, Code::BadRequest, text);
+                        framing = Framing::Known(Mode::Framed);
+                    }
+                }
+                }
+            }
+            _ = stop.changed() => break Leave::Closed,
+        }
+    };
+    let mut hub = lock(&shared.hub);
+    // A slow reader has left already, when its queue overflowed.
+    if leave == Leave::Closed {
+        hub.engine.close(id, Leave::Closed);
+    }
+    hub.outboxes.remove(&id);
+    hub.dispatch();
+}
+
+fn open(shared: &Shared, id: ConnId, outbox: &Outbox, mode: Mode) {
+    *lock(&outbox.mode) = mode;
+    lock(&shared.hub).engine.open(id, mode);
+}
+
+fn framed_input(shared: &Shared, id: ConnId, codec: &mut LineCodec, buf: &mut BytesMut) {
+    let mut frames = Vec::new();
+    // The codec never fails on input; it reports over-long lines as frames.
+    while let Ok(Some(frame)) = codec.decode(buf) {
+        frames.push(frame);
+    }
+    if frames.is_empty() {
+        return;
+    }
+    let mut hub = lock(&shared.hub);
+    for frame in &frames {
+        hub.engine.handle(id, frame);
+    }
+    hub.dispatch();
+}
+
+/// Logs a last `ERROR` (408, or 400 when the first message is neither framed nor a legacy
+/// CONNECT) and queues it; the connection closes once it is written.
+fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
+    lock(&shared.hub).log_event(LogEvent::Error { code: code.number(), conn: id, name: None });
+    outbox.push_last(code, text);
+}
