@@ -26,12 +26,12 @@ command -v cargo >/dev/null || die "cargo not found: install Rust from https://r
 
 apt_updated=
 # Installs Debian packages (as root, as in CI) when what they bring is missing: a command, or
-# a file when given as an absolute path.
+# a file when given as an absolute path (a glob pattern may stand for a version).
 apt_install() {
     local needed=$1
     shift
     if [ "${needed#/}" != "$needed" ]; then
-        [ -e "$needed" ] && return 0
+        compgen -G "$needed" >/dev/null && return 0
     else
         command -v "$needed" >/dev/null && return 0
     fi
@@ -51,7 +51,7 @@ apt_install rpcgen rpcsvc-proto
 apt_install /usr/sbin/rpcbind rpcbind
 apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 # tests/postgres.rs and the e2e suite start throwaway PostgreSQL clusters with these programs.
-apt_install /usr/lib/postgresql/15/bin/initdb postgresql
+apt_install '/usr/lib/postgresql/*/bin/initdb' postgresql
 # The chat benchmark's test run compares with ngircd.
 apt_install /usr/sbin/ngircd ngircd
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then

@@ -585,6 +585,7 @@ fn shutdown_aborts_uploads_in_flight_and_exits_cleanly() {
     while !tree(&root).iter().any(|p| p.starts_with("b/.tmp-")) && start.elapsed() < LIMIT {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(tree(&root).iter().any(|p| p.starts_with("b/.tmp-")), "an upload is in flight: {:?}", tree(&root));
     interrupt(&server.child);
     assert_eq!(wait(&mut server.child), 0);
     assert!(c.closed());

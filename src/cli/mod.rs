@@ -29,7 +29,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice.
+    /// The UC3M message-delivery service: serve, client, check, trace, bench, webservice, rpclog.
     #[command(subcommand)]
     Messaging(messaging::cli::Command),
     /// The course chat (myChatProtocol): serve, connect, check, bench.

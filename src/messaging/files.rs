@@ -118,7 +118,9 @@ fn read_get_file_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Resu
     let mut codec = Codec::new(MAX_FIELD_LEN);
     let mut fields = Vec::with_capacity(2);
     let mut chunk = [0u8; 512];
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    // One deadline for the whole request, so a requester that sends a byte now and then
+    // cannot hold one of the few transfer threads for long.
+    let deadline = std::time::Instant::now() + IDLE_TIMEOUT;
     loop {
         while fields.len() < 2 {
             match codec.decode(buf).map_err(io::Error::other)? {
@@ -131,6 +133,11 @@ fn read_get_file_request(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Resu
             let requester = fields.pop().unwrap_or_default();
             return Ok((requester, file));
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "GET FILE request not complete in time"));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "GET FILE request cut short"));
@@ -145,12 +152,9 @@ pub fn serve_get_file(mut stream: TcpStream, mut buf: BytesMut, offers: &Offers)
     let (requester, name) = read_get_file_request(&mut stream, &mut buf)?;
     stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let opened = offers.path(&name).ok_or(Refusal::NotOffered).and_then(|path| {
-        let file = File::open(&path).map_err(Refusal::Open)?;
-        let meta = file.metadata().map_err(Refusal::Open)?;
-        if !meta.is_file() {
-            return Err(Refusal::NotAFile);
-        }
-        Ok((file, meta.len()))
+        let file = open_regular(&path)?;
+        let size = file.metadata().map_err(Refusal::Open)?.len();
+        Ok((file, size))
     });
     let (file, size) = match opened {
         Ok(opened) => opened,
@@ -183,10 +187,28 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotOffered => f.write_str("not a file this user attached in this session"),
-            Refusal::NotAFile => f.write_str("not a regular file"),
+            Refusal::NotAFile => f.write_str("not a regular file (or a symbolic link)"),
             Refusal::Open(e) => write!(f, "cannot read it: {e}"),
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file. A symbolic link in its last component is
+/// refused (another local user could have put one where an attached file was), and the open
+/// never blocks (a FIFO planted there would hold a transfer thread).
+fn open_regular(path: &Path) -> Result<File, Refusal> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path)
+        .map_err(|e| if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { Refusal::NotAFile } else { Refusal::Open(e) })?;
+    if !file.metadata().map_err(Refusal::Open)?.is_file() {
+        return Err(Refusal::NotAFile);
+    }
+    rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| Refusal::Open(e.into()))?;
+    Ok(file)
 }
 
 fn copy_chunked(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
@@ -471,6 +493,25 @@ fn receive(from: &mut impl Read, to: &mut Partial) -> Result<u64, GetFileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_are_opened_never_a_link_or_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.txt");
+        std::fs::write(&real, b"attached").unwrap();
+        let mut text = String::new();
+        open_regular(&real).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "attached");
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(open_regular(&link), Err(Refusal::NotAFile)), "a link put where a file was");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        assert!(matches!(open_regular(&fifo), Err(Refusal::NotAFile)));
+        assert!(matches!(open_regular(dir.path()), Err(Refusal::NotAFile)));
+        assert!(matches!(open_regular(&dir.path().join("gone")), Err(Refusal::Open(_))));
+    }
 
     #[test]
     fn connections_are_told_apart_by_their_first_bytes() {

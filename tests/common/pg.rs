@@ -5,11 +5,24 @@
 //! If PostgreSQL cannot be started, the test fails with one line saying why.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Where Debian's `postgresql-15` puts its programs (`scripts/test.sh` installs it).
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian puts each installed PostgreSQL version's programs.
+const VERSIONS: &str = "/usr/lib/postgresql";
+
+/// The programs of the newest PostgreSQL installed, if any.
+fn bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(VERSIONS)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
 const OWNER: &str = "cartero-pg";
 
 pub struct Cluster {
@@ -28,11 +41,10 @@ fn fail(what: &str, out: &Output) -> ! {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let bin = Path::new(BIN);
         assert!(
-            bin.join("initdb").exists(),
-            "PostgreSQL cannot be started for this test: {BIN}/initdb is missing (install the Debian package \
-             postgresql, as scripts/test.sh does)"
+            bin_dir().is_some(),
+            "PostgreSQL cannot be started for this test: no {VERSIONS}/<version>/bin/initdb (install the Debian \
+             package postgresql, as scripts/test.sh does)"
         );
         let as_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let dir = tempfile::Builder::new().prefix("cartero-pg-").tempdir().expect("a temporary directory");
@@ -73,7 +85,7 @@ impl Cluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Output {
-        let program = PathBuf::from(BIN).join(program);
+        let program = bin_dir().expect("PostgreSQL's programs, checked at start").join(program);
         let mut command = if self.as_root {
             let mut c = Command::new("runuser");
             c.args(["-u", OWNER, "--"]).arg(&program);
