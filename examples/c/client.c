@@ -112,7 +112,7 @@ static void do_unregister(char *alias) {
 static void do_connect(char *alias) {
     if (listener != NULL) {
         fprintf(stderr, "cartero-client-c: %s is already connected from this client; DISCONNECT %s first\n", connected, connected);
-        say("s> CONNECT FAIL");
+        say("s> USER ALREADY CONNECTED"); /* the statement's line for this situation */
         return;
     }
     cartero_result r = cartero_listener_new("0.0.0.0", &listener);
@@ -373,6 +373,12 @@ static int command(char *line) {
 int main(int argc, char **argv) {
     const char *host = NULL;
     int port = -1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: cartero-client-c -s <server> -p <port> [--course 2022|2025]\n");
+            return 0;
+        }
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-s") == 0) host = argv[i + 1];
         else if (strcmp(argv[i], "-p") == 0) port = atoi(argv[i + 1]);
@@ -389,13 +395,11 @@ int main(int argc, char **argv) {
         cause(r);
         return 1;
     }
-    int tty = isatty(STDIN_FILENO);
     char line[4096];
     for (;;) {
-        if (tty) {
-            fputs("c> ", stdout);
-            fflush(stdout);
-        }
+        /* The prompt is printed from a pipe too, as the course's clients do. */
+        fputs("c> ", stdout);
+        fflush(stdout);
         if (fgets(line, sizeof line, stdin) == NULL) break;
         if (!command(line)) break;
     }

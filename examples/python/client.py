@@ -76,7 +76,7 @@ class Session:
     def connect(self, alias):
         if self.listener is not None:
             cause(f"{self.connected} is already connected from this client; DISCONNECT {self.connected} first")
-            return "s> CONNECT FAIL"
+            return "s> USER ALREADY CONNECTED"  # the statement's line for this situation
         try:
             self.listener = self.client.connect(alias)
         except cartero.UserNotFound:
@@ -264,14 +264,12 @@ def main(argv=None):
             print(text, flush=True)
 
     session = Session(args.server, args.port, printer, args.normalizer, args.course)
-    interactive = sys.stdin.isatty()
     try:
         while True:
             try:
-                line = input("c> ") if interactive else sys.stdin.readline()
+                # The prompt is printed from a pipe too, as the course's clients do.
+                line = input("c> ")
             except EOFError:
-                break
-            if not interactive and line == "":
                 break
             if not command(session, line):
                 return 0

@@ -49,7 +49,13 @@ impl Proc {
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                // Console clients print their `c> ` prompt before each line they read, so an
+                // answer follows it on the same line; the prompt alone ends the output.
+                let line = without_prompts(&line);
+                if line.is_empty() {
+                    continue;
+                }
+                if tx.send(line.to_string()).is_err() {
                     return;
                 }
             }
@@ -93,6 +99,23 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `line` without the console prompts (`c> `) printed before it: a prompt is dropped when
+/// another prompt, an answer (`s> `) or nothing follows it, so that a client's own
+/// `c> FILE TRANSFER OK` line stays.
+pub fn without_prompts(mut line: &str) -> &str {
+    while let Some(rest) = line.strip_prefix("c> ") {
+        if !(rest.is_empty() || rest.starts_with("c> ") || rest.starts_with("s> ") || rest == "c>") {
+            break;
+        }
+        line = rest;
+    }
+    if line == "c>" {
+        ""
+    } else {
+        line
     }
 }
 
@@ -146,6 +169,8 @@ pub fn spec6_session(bob: &mut Proc, ana: &mut Proc) {
         ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
         ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
         ("CONNECT ana", "s> CONNECT OK"),
+        // Refused by the client itself: the statement's line for the same situation.
+        ("CONNECT ana", "s> USER ALREADY CONNECTED"),
         ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
         ("SEND bob hola   bob, que tal", "s> SEND OK - MESSAGE 1"),
     ] {

@@ -214,8 +214,9 @@ impl Console {
 
     fn connect(&mut self, alias: &str) {
         if let Some(c) = &self.connection {
+            // The statement's line for a user already connected (what the server's 2 gives).
             eprintln!("cartero: {} is already connected from this client; DISCONNECT {} first", c.alias, c.alias);
-            self.out("s> CONNECT FAIL");
+            self.out("s> USER ALREADY CONNECTED");
             return;
         }
         // Reachable from the server wherever it runs; the port is free by construction.
