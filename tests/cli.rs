@@ -252,3 +252,39 @@ fn client_course_2025_session_of_spec_8() {
     let (_, _, bob_err) = bob.finish();
     assert!(bob_err.contains("does not offer that file"), "{bob_err}");
 }
+
+/// SPEC 2.4: a piped session that sends and disconnects at once still prints the
+/// acknowledgement, every time (the DISCONNECT reply waits for it).
+#[test]
+fn a_piped_send_then_disconnect_always_shows_the_acknowledgement() {
+    let (_server, port) = serve(&[]);
+    let c = Client::new("127.0.0.1", port).with_timeout(common::LIMIT);
+    c.register("Bob", "bob", "01/01/2001").unwrap();
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    c.connect("bob", bob.port()).unwrap();
+    let port = port.to_string();
+    for i in 0..20 {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["client", "-s", "127.0.0.1", "-p", &port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("REGISTER a{i}\nCONNECT a{i}\nSEND bob hola {i}\nDISCONNECT a{i}\n");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().map(common::without_prompts).filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines,
+            ["s> REGISTER OK", "s> CONNECT OK", "s> SEND OK - MESSAGE 1", "s> SEND MESSAGE 1 OK", "s> DISCONNECT OK"],
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..20 {
+        let push = bob.recv_timeout(common::LIMIT).unwrap();
+        assert!(matches!(push, cartero::Push::Message { id: 1, .. }), "{i}: {push:?}");
+    }
+}
