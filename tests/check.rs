@@ -82,6 +82,8 @@ struct Faults {
     no_ack: bool,
     crash_on_empty_connection: bool,
     never_answer: bool,
+    /// SEND's id as 4 big-endian bytes after the code, as one public C server does.
+    binary_ids: bool,
 }
 
 #[derive(Default)]
@@ -236,6 +238,9 @@ fn fake_server(faults: Faults) -> u16 {
                 };
                 let mut out = BytesMut::new();
                 reply.encode(WireSettings::default().codes, &mut out);
+                if let (true, Reply::Send(cartero::wire::SendReply::Ok { id })) = (faults.binary_ids, &reply) {
+                    out = BytesMut::from(&[&b"0\0"[..], &id.to_be_bytes()].concat()[..]);
+                }
                 let _ = stream.write_all(&out);
                 drop(stream);
                 if let Some(to) = then_deliver {
@@ -291,6 +296,20 @@ fn a_server_that_crashes_on_an_empty_connection_fails_b4_and_the_checker_finishe
     let b4 = lines.iter().find(|l| l.contains(" B4 ")).expect("B4 reported");
     assert!(b4.starts_with("FAIL") && b4.contains("cannot connect"), "{b4}");
     assert!(elapsed < Duration::from_secs(60));
+}
+
+#[test]
+fn a_binary_send_id_is_read_by_the_client_and_named_by_the_checker() {
+    let port = fake_server(Faults { binary_ids: true, ..Faults::default() });
+    let mut client = common::Proc::start(&["client", "-s", "127.0.0.1", "-p", &port.to_string()]);
+    client.type_line("REGISTER ana");
+    client.type_line("SEND ana hola");
+    client.expect(&["s> REGISTER OK", "s> SEND OK - MESSAGE 1"]);
+    drop(client);
+    let (code, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(code, 1);
+    let s3 = lines.iter().find(|l| l.contains(" S3 ")).expect("S3 reported");
+    assert!(s3.starts_with("FAIL") && s3.contains("4 binary bytes (big-endian)"), "{s3}");
 }
 
 #[test]

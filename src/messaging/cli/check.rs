@@ -66,6 +66,8 @@ struct Answer {
     reply: Reply,
     encoding: Option<CodeEncoding>,
     raw: Vec<u8>,
+    /// SEND's id came as 4 binary bytes rather than decimal text.
+    binary_id: bool,
 }
 
 impl Answer {
@@ -193,7 +195,10 @@ impl Checker {
             buf.extend_from_slice(&chunk[..n]);
             let decoded = if n == 0 { decoder.decode_eof(&mut buf) } else { decoder.decode(&mut buf) };
             match decoded {
-                Ok(Some(reply)) => return Ok(Answer { reply, encoding: decoder.seen_encoding(), raw }),
+                Ok(Some(reply)) => {
+                    let (encoding, binary_id) = (decoder.seen_encoding(), decoder.saw_binary_id());
+                    return Ok(Answer { reply, encoding, raw, binary_id });
+                }
                 Ok(None) if n == 0 => return Err("closed without a reply".into()),
                 Ok(None) => {}
                 Err(e) => return Err(format!("not a valid reply ({e}): {}", Escaped(&raw))),
@@ -227,6 +232,13 @@ impl Checker {
                         "{got}: result code in {} encoding, not {}: {}",
                         answer.encoding.map_or("no".into(), |e| e.to_string()),
                         self.codes,
+                        Escaped(&answer.raw)
+                    );
+                }
+                if pass && answer.binary_id {
+                    pass = false;
+                    got = format!(
+                        "{got}: the id came as 4 binary bytes (big-endian), not as decimal text ending in NUL: {}",
                         Escaped(&answer.raw)
                     );
                 }
