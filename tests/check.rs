@@ -313,17 +313,42 @@ fn a_binary_send_id_is_read_by_the_client_and_named_by_the_checker() {
 }
 
 #[test]
-fn a_server_that_never_answers_fails_every_clause_in_bounded_time() {
+fn a_server_that_never_answers_stops_the_check_early_with_one_summary_line() {
     let port = fake_server(Faults { never_answer: true, ..Faults::default() });
-    let (code, lines, elapsed) = check(port, &["--timeout", "300ms"]);
+    let (code, lines, _) = check(port, &["--timeout", "300ms"]);
+    assert_eq!(code, 1);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FAIL")).count(), 3, "{lines:#?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        summary,
+        "check: stopped after R3: the server stopped answering (3 requests in a row got no answer); 0 passed, 3 failed"
+    );
+}
+
+#[test]
+fn a_server_that_is_down_is_said_once_first() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(BIN).args(["check", "server", &format!("127.0.0.1:{port}")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("cartero: cannot connect to the server at 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn the_overall_deadline_ends_the_run_and_names_the_last_clause() {
+    // No acknowledgements: every ack clause waits its whole timeout, so 2 s end the run early.
+    let port = fake_server(Faults { no_ack: true, ..Faults::default() });
+    let (code, lines, _) = check(port, &["--timeout", "1s", "--deadline", "2s"]);
     assert_eq!(code, 1);
     let summary = lines.last().unwrap();
-    assert!(summary.starts_with("check: 0 passed"), "{summary}");
     assert!(
-        lines.iter().filter(|l| l.starts_with("FAIL")).all(|l| l.contains("ERROR:") || l.contains("got:")),
-        "{lines:#?}"
+        summary.starts_with("check: stopped after ") && summary.contains("the overall deadline passed"),
+        "{summary}"
     );
-    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+    let (_, json, _) = check(port, &["--timeout", "1s", "--deadline", "2s", "--json"]);
+    assert!(json[0].contains("\"stopped\":{\"after\":"), "{}", json[0]);
 }
 
 #[test]

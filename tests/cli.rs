@@ -288,3 +288,39 @@ fn a_piped_send_then_disconnect_always_shows_the_acknowledgement() {
         assert!(matches!(push, cartero::Push::Message { id: 1, .. }), "{i}: {push:?}");
     }
 }
+
+#[test]
+fn the_console_listener_binds_the_address_towards_the_server_or_listen_host() {
+    let (_server, port) = serve(&["--course", "2025"]);
+    common::listener_binds_the_address_towards_the_server(common::BIN, &["client"], port);
+}
+
+/// A 2022/23 server waits for REGISTER's three fields: the one-field form times out there (or
+/// is answered 2), and the console says what the server may need, in one line.
+#[test]
+fn register_with_one_field_hints_at_the_long_form_when_the_server_waits_or_refuses() {
+    for answer in [None, Some(&b"2\0"[..])] {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port().to_string();
+        std::thread::spawn(move || {
+            for stream in server.incoming().take(2) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 512]);
+                match answer {
+                    Some(bytes) => {
+                        let _ = stream.write_all(bytes);
+                    }
+                    // Waits for fields that never come, well past the client's timeout.
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            }
+        });
+        let mut client = Proc::start(&["client", "-s", "127.0.0.1", "-p", &port, "--timeout", "1s"]);
+        client.type_line("REGISTER ana");
+        client.expect(&["s> REGISTER FAIL"]);
+        let (_, _, stderr) = client.finish();
+        let hints = stderr.lines().filter(|l| l.contains("may need REGISTER <alias> <DD/MM/YYYY> [name]")).count();
+        assert_eq!(hints, 1, "{answer:?}: {stderr}");
+    }
+}

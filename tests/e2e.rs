@@ -440,3 +440,10 @@ fn console_clients_print_the_prompt_when_stdin_is_a_pipe() {
     assert_eq!(run(c_client().to_str().unwrap(), &[], "cee"), want);
     stop(server);
 }
+
+#[test]
+fn the_c_console_listener_binds_the_address_towards_the_server_or_listen_host() {
+    let (server, port) = start(Kind::Rust, &["--course", "2025"]);
+    common::listener_binds_the_address_towards_the_server(c_client().to_str().unwrap(), &[], port);
+    stop(server);
+}

@@ -59,6 +59,10 @@ class Session:
             return "s> USERNAME IN USE"
         except cartero.Error as e:
             cause(e)
+            # The short form against a server that waits for the statement's three fields:
+            # it answers 2, or does not answer in time.
+            if birth_date is None and (isinstance(e, cartero.ServerError) or "did not answer" in str(e)):
+                cause("this server may need REGISTER <alias> <DD/MM/YYYY> [name]")
             return "s> REGISTER FAIL"
 
     def unregister(self, alias):

@@ -228,3 +228,41 @@ pub fn spec8_session(bob: &mut Proc, ana: &mut Proc, dir: &std::path::Path) {
     ana.type_line("DISCONNECT ghost");
     ana.expect(&["s> DISCONNECT FAIL, USER DOES NOT EXIST"]);
 }
+
+/// Where `alias` listens, from a USERS answer of the 2025/26 server at `port` (asked as
+/// `alias`, which must be connected).
+pub fn listener_port(port: u16, alias: &str) -> u16 {
+    let c = cartero::client::blocking::Client::new("127.0.0.1", port).with_timeout(LIMIT);
+    match c.users(Some(alias.as_bytes())).unwrap() {
+        cartero::wire::UsersReply::Ok { users } => {
+            users.iter().find(|u| u.name == alias.as_bytes()).map(|u| u.port).expect("the alias is listed")
+        }
+        other => panic!("USERS: {other:?}"),
+    }
+}
+
+/// Whether something accepts connections at `ip:port` (a connection made is closed at once).
+pub fn accepts(ip: &str, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&format!("{ip}:{port}").parse().unwrap(), Duration::from_secs(2)).is_ok()
+}
+
+/// A console client (`program` with `pre` before the usual arguments) connects `alias` to
+/// the 2025/26 server at `port`: its listener takes connections on 127.0.0.1 and, unless
+/// `extra` widens it, not on 127.0.0.2 (another loopback address of this machine).
+pub fn listener_binds_the_address_towards_the_server(program: &str, pre: &[&str], port: u16) {
+    let p = port.to_string();
+    for (alias, extra, on_other) in [("lh1", &[][..], false), ("lh2", &["--listen-host", "0.0.0.0"][..], true)] {
+        let mut args: Vec<&str> = pre.to_vec();
+        args.extend(["-s", "127.0.0.1", "-p", &p, "--course", "2025"]);
+        args.extend(extra);
+        let mut client = Proc::start_program(program, &args);
+        client.type_line(&format!("REGISTER {alias}"));
+        client.type_line(&format!("CONNECT {alias}"));
+        client.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+        let listening = listener_port(port, alias);
+        assert!(accepts("127.0.0.1", listening), "{alias}");
+        assert_eq!(accepts("127.0.0.2", listening), on_other, "{alias} with {extra:?}");
+        client.type_line(&format!("DISCONNECT {alias}"));
+        client.expect(&["s> DISCONNECT OK"]);
+    }
+}

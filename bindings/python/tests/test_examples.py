@@ -233,3 +233,12 @@ def test_the_window_registers_connects_sends_and_shows_pushes(display, tmp_path)
             app.buttons["DISCONNECT"].invoke()
             assert pane(app.server_pane)[-1] == "s> DISCONNECT OK"
         root.destroy()
+
+
+def test_rerunning_the_python_console_client_is_handled():
+    with cartero.serve(0) as server:
+        for expected in ["c> s> REGISTER OK\nc> ", "c> s> USERNAME IN USE\nc> "]:
+            out = subprocess.run(
+                [sys.executable, os.path.join(EXAMPLES, "client.py"), "-s", LOCAL, "-p", str(server.port)],
+                input="REGISTER again\n", capture_output=True, text=True, timeout=20)
+            assert (out.returncode, out.stdout) == (0, expected) and "Traceback" not in out.stderr, out.stderr

@@ -6,7 +6,7 @@
 //! with real ones, and are disconnected and unregistered at the end.
 
 use std::io::{IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -46,10 +46,21 @@ struct ServerArgs {
     /// Print the results as JSON instead of lines.
     #[arg(long)]
     json: bool,
+    /// The address the checker's listeners bind (default: this machine's address towards
+    /// the server, 127.0.0.1 for a local server).
+    #[arg(long)]
+    listen_host: Option<IpAddr>,
     /// How long each step may take.
     #[arg(long, default_value = "3s", value_parser = crate::cli::common::duration)]
     timeout: Duration,
+    /// How long the whole run may take; the clauses not reached by then are not run.
+    #[arg(long, default_value = "60s", value_parser = crate::cli::common::duration)]
+    deadline: Duration,
 }
+
+/// Requests in a row that get no answer at all before the checker stops: the server has
+/// stopped answering.
+const SILENT_IN_A_ROW: u32 = 3;
 
 /// One clause's result.
 struct Outcome {
@@ -84,8 +95,8 @@ struct Inbox {
 }
 
 impl Inbox {
-    fn open() -> Result<Inbox, String> {
-        let listener = TcpListener::bind("0.0.0.0:0").map_err(|e| format!("cannot open a listener: {e}"))?;
+    fn open(host: IpAddr) -> Result<Inbox, String> {
+        let listener = TcpListener::bind((host, 0)).map_err(|e| format!("cannot open a listener on {host}: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (tx, pushes) = channel();
         std::thread::spawn(move || {
@@ -125,6 +136,8 @@ impl Inbox {
 
 struct Checker {
     server: SocketAddr,
+    /// Where the checker's listeners bind.
+    listen_host: IpAddr,
     timeout: Duration,
     codes: CodeEncoding,
     push_names: PushNames,
@@ -134,6 +147,14 @@ struct Checker {
     made: Vec<String>,
     /// Groups of clauses not run, and why (one line each in the report).
     skipped: Vec<String>,
+    /// When the whole run must end.
+    deadline: Instant,
+    /// Requests in a row that got no answer (no connection, or nothing within the timeout).
+    silent: std::cell::Cell<u32>,
+    /// Why the run stopped early, once it has.
+    stopped: std::cell::RefCell<Option<String>>,
+    /// The clause after which it stopped.
+    stopped_after: Option<&'static str>,
 }
 
 /// How a request is shown in the report.
@@ -150,8 +171,33 @@ impl Checker {
         format!("{}{name}", self.prefix)
     }
 
-    /// Sends the fields (operation first) on a new connection and reads the reply.
+    /// Sends the fields (operation first) on a new connection and reads the reply; counts the
+    /// requests left unanswered in a row and stops the run when the server stopped answering
+    /// or the overall deadline passed.
     fn exchange(&self, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
+        if let Some(why) = self.stopped.borrow().as_ref() {
+            return Err(format!("not run: {why}"));
+        }
+        if Instant::now() >= self.deadline {
+            *self.stopped.borrow_mut() = Some("the overall deadline passed (see --deadline)".into());
+            return Err("not run: the overall deadline passed".into());
+        }
+        let result = self.exchange_once(fields, half_close);
+        let silent = match &result {
+            Err(e) if e.starts_with("cannot connect") || e.starts_with("no reply") || e.starts_with("no complete") => {
+                self.silent.get() + 1
+            }
+            _ => 0,
+        };
+        self.silent.set(silent);
+        if silent >= SILENT_IN_A_ROW {
+            *self.stopped.borrow_mut() =
+                Some(format!("the server stopped answering ({silent} requests in a row got no answer)"));
+        }
+        result
+    }
+
+    fn exchange_once(&self, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
         let op = Operation::from_name(fields[0]);
         let mut stream =
             TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"))?;
@@ -215,6 +261,12 @@ impl Checker {
         got: Result<String, String>,
         pass: bool,
     ) {
+        if self.stopped_after.is_some() {
+            return; // the run stopped before this clause
+        }
+        if self.stopped.borrow().is_some() {
+            self.stopped_after = Some(id);
+        }
         let got = got.unwrap_or_else(|e| format!("ERROR: {e}"));
         self.outcomes.push(Outcome { id, title, sent, expected, got, pass });
     }
@@ -265,6 +317,9 @@ impl Checker {
 
     /// Checks one push: the kind, the fields and the spelling.
     fn expect_push(&mut self, id: &'static str, title: &'static str, inbox: &Inbox, want: &Push) {
+        if self.stopped.borrow().is_some() {
+            return; // no push is worth waiting for now
+        }
         let expected = format!("{} {}", want.name(self.push_names), super::show::push_fields(want));
         match inbox.next(self.timeout) {
             Ok((push, names, raw)) => {
@@ -318,7 +373,7 @@ impl Checker {
         self.register("R6", "dan", "REGISTER of a fourth user answers 0");
 
         // SPEC 2.3 and 2.4
-        let inboxes = (Inbox::open(), Inbox::open(), Inbox::open());
+        let inboxes = (Inbox::open(self.listen_host), Inbox::open(self.listen_host), Inbox::open(self.listen_host));
         let (Ok(ana_in), Ok(bob_in), Ok(eve_in)) = inboxes else {
             self.record(
                 "C0",
@@ -467,7 +522,7 @@ impl Checker {
             self.expect_code("U5", "its UNREGISTER answers 0", &[b"UNREGISTER", &z], 0);
             self.made.retain(|u| u != &zed);
             let sent = "REGISTER and CONNECT the same alias again".to_string();
-            let result = Inbox::open().and_then(|inbox| {
+            let result = Inbox::open(self.listen_host).and_then(|inbox| {
                 let port = inbox.port.to_string();
                 self.exchange(&[b"REGISTER", b"Check User", &z, b"01/02/2000"], true)?;
                 self.made.push(zed.clone());
@@ -661,9 +716,15 @@ impl Checker {
 }
 
 /// Finds the server's code encoding and push spelling with two users of its own.
-fn detect(server: SocketAddr, timeout: Duration, prefix: &str) -> Result<(CodeEncoding, PushNames), String> {
+fn detect(
+    server: SocketAddr,
+    listen_host: IpAddr,
+    timeout: Duration,
+    prefix: &str,
+) -> Result<(CodeEncoding, PushNames), String> {
     let probe = Checker {
         server,
+        listen_host,
         timeout,
         codes: CodeEncoding::Ascii,
         push_names: PushNames::Spaced,
@@ -671,12 +732,16 @@ fn detect(server: SocketAddr, timeout: Duration, prefix: &str) -> Result<(CodeEn
         outcomes: vec![],
         made: vec![],
         skipped: vec![],
+        deadline: Instant::now() + timeout * 10,
+        silent: Default::default(),
+        stopped: Default::default(),
+        stopped_after: None,
     };
     let (x, y) = (probe.user("x"), probe.user("y"));
     let reg = probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true)?;
     let codes = reg.encoding.ok_or("no result code")?;
     probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
-    let inbox = Inbox::open()?;
+    let inbox = Inbox::open(probe.listen_host)?;
     let port = inbox.port.to_string();
     probe.exchange(&[b"CONNECT", y.as_bytes(), port.as_bytes()], true)?;
     probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
@@ -733,6 +798,20 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let started = Instant::now();
+    // Said once, first: a server that cannot be reached makes every clause meaningless. The
+    // probe is a request that changes nothing (a CONNECTEDUSERS for a user that does not exist).
+    match TcpStream::connect_timeout(&server, args.timeout) {
+        Ok(mut probe) => {
+            let _ = probe.write_all(b"CONNECTEDUSERS\0ck_probe_nobody\0");
+            let _ = probe.shutdown(Shutdown::Write);
+        }
+        Err(e) => {
+            eprintln!("cartero: cannot connect to the server at {server}: {e}; no clause was run");
+            return ExitCode::from(2);
+        }
+    }
+    let listen_host = args.listen_host.unwrap_or_else(|| crate::messaging::client::local_address_towards(server));
     // Random per run (the standard library seeds RandomState randomly).
     let random = {
         use std::hash::{BuildHasher, Hasher};
@@ -741,7 +820,7 @@ pub fn run(args: Args) -> ExitCode {
     let prefix = format!("ck{:06x}_", random & 0xff_ffff);
     let (mut codes, mut push_names) = (args.codes, args.push_names);
     if args.auto {
-        match detect(server, args.timeout, &prefix) {
+        match detect(server, listen_host, args.timeout, &prefix) {
             Ok((c, p)) => {
                 codes = c;
                 push_names = p;
@@ -756,6 +835,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let mut checker = Checker {
         server,
+        listen_host,
         timeout: args.timeout,
         codes,
         push_names,
@@ -763,6 +843,10 @@ pub fn run(args: Args) -> ExitCode {
         outcomes: vec![],
         made: vec![],
         skipped: vec![],
+        deadline: started + args.deadline,
+        silent: Default::default(),
+        stopped: Default::default(),
+        stopped_after: None,
     };
     checker.run();
     checker.clean_up();
@@ -786,9 +870,13 @@ pub fn run(args: Args) -> ExitCode {
             .collect();
         let skipped: Vec<String> = checker.skipped.iter().map(|s| json_string(s)).collect();
         println!(
-            "{{\"server\":{},\"codes\":\"{codes}\",\"push_names\":\"{push_names}\",\"passed\":{},\"failed\":{failed},\"skipped\":[{}],\"clauses\":[{}]}}",
+            "{{\"server\":{},\"codes\":\"{codes}\",\"push_names\":\"{push_names}\",\"passed\":{},\"failed\":{failed},\"stopped\":{},\"skipped\":[{}],\"clauses\":[{}]}}",
             json_string(&server.to_string()),
             total - failed,
+            match (checker.stopped_after, checker.stopped.borrow().as_ref()) {
+                (Some(after), Some(why)) => format!("{{\"after\":{},\"why\":{}}}", json_string(after), json_string(why)),
+                _ => "null".into(),
+            },
             skipped.join(","),
             items.join(",")
         );
@@ -809,7 +897,12 @@ pub fn run(args: Args) -> ExitCode {
         for why in &checker.skipped {
             println!("SKIP {why}");
         }
-        println!("check: {} passed, {failed} failed", total - failed);
+        match (checker.stopped_after, checker.stopped.borrow().as_ref()) {
+            (Some(after), Some(why)) => {
+                println!("check: stopped after {after}: {why}; {} passed, {failed} failed", total - failed)
+            }
+            _ => println!("check: {} passed, {failed} failed", total - failed),
+        }
     }
     if failed == 0 {
         ExitCode::SUCCESS

@@ -34,6 +34,10 @@ pub struct Args {
     /// each push to the client's listener.
     #[arg(long)]
     listener_proxy: bool,
+    /// The address the listener proxy binds (default: this machine's address towards the
+    /// server, 127.0.0.1 for a local server).
+    #[arg(long)]
+    listen_host: Option<IpAddr>,
     /// The code encoding the server should use (others are flagged).
     #[arg(long, default_value = "ascii")]
     codes: CodeEncoding,
@@ -48,6 +52,8 @@ pub struct Args {
 struct Tracer {
     upstream: String,
     listener_proxy: bool,
+    /// Where the listener proxy binds.
+    listen_host: IpAddr,
     codes: CodeEncoding,
     push_names: PushNames,
     color: bool,
@@ -237,7 +243,7 @@ fn show_get_file(request: &[u8], answer: &[u8]) -> String {
 
 async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, port: Bytes) -> Bytes {
     let real = std::str::from_utf8(&port).ok().and_then(|p| p.parse::<u16>().ok());
-    let (Some(real), Ok(listener)) = (real, TcpListener::bind((IpAddr::from([0, 0, 0, 0]), 0)).await) else {
+    let (Some(real), Ok(listener)) = (real, TcpListener::bind((tracer.listen_host, 0)).await) else {
         return port; // not a port we can stand in for: pass it through untouched
     };
     let Ok(local) = listener.local_addr() else { return port };
@@ -311,9 +317,17 @@ pub fn run(args: Args) -> ExitCode {
         };
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("tracing {local} -> {} (expecting {} codes, {} push names)", args.to, args.codes, args.push_names);
+        let listen_host = args.listen_host.unwrap_or_else(|| {
+            use std::net::ToSocketAddrs;
+            match args.to.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(server)) => crate::messaging::client::local_address_towards(server),
+                _ => IpAddr::from([0, 0, 0, 0]),
+            }
+        });
         let tracer = Arc::new(Tracer {
             upstream: args.to,
             listener_proxy: args.listener_proxy,
+            listen_host,
             codes: args.codes,
             push_names: args.push_names,
             color: std::io::stdout().is_terminal(),
