@@ -84,6 +84,8 @@ struct Faults {
     never_answer: bool,
     /// SEND's id as 4 big-endian bytes after the code, as one public C server does.
     binary_ids: bool,
+    /// SEND from a sender that is not connected answers 2, as some public servers do.
+    send_needs_connected_sender: bool,
 }
 
 #[derive(Default)]
@@ -174,6 +176,9 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
         Request::Send { sender, recipient, body } => {
             if !st.users.contains_key(&sender[..]) || !st.users.contains_key(&recipient[..]) {
                 return (Reply::Send(S::NoSuchUser), None);
+            }
+            if faults.send_needs_connected_sender && st.users[&sender[..]].listener.is_none() {
+                return (Reply::Send(S::Error), None);
             }
             // The fault: count per recipient instead of per sender.
             let counter = if faults.ids_per_recipient { &recipient[..] } else { &sender[..] };
@@ -323,6 +328,13 @@ fn a_server_that_never_answers_stops_the_check_early_with_one_summary_line() {
         summary,
         "check: stopped after R3: the server stopped answering (3 requests in a row got no answer); 0 passed, 3 failed"
     );
+}
+
+#[test]
+fn auto_detection_works_with_a_server_that_wants_a_connected_sender() {
+    let port = fake_server(Faults { send_needs_connected_sender: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--auto", "--timeout", "1s"]);
+    assert_eq!(lines[0], "detected: result codes ascii, push names spaced", "{lines:#?}");
 }
 
 #[test]

@@ -715,13 +715,15 @@ impl Checker {
     }
 }
 
-/// Finds the server's code encoding and push spelling with two users of its own.
+/// Finds the server's code encoding and push spelling with two users of its own, both
+/// connected (some servers refuse SEND from a sender that is not). The code encoding found
+/// is kept even when the push spelling cannot be found.
 fn detect(
     server: SocketAddr,
     listen_host: IpAddr,
     timeout: Duration,
     prefix: &str,
-) -> Result<(CodeEncoding, PushNames), String> {
+) -> (Option<CodeEncoding>, Result<PushNames, String>) {
     let probe = Checker {
         server,
         listen_host,
@@ -738,19 +740,30 @@ fn detect(
         stopped_after: None,
     };
     let (x, y) = (probe.user("x"), probe.user("y"));
-    let reg = probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true)?;
-    let codes = reg.encoding.ok_or("no result code")?;
-    probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
-    let inbox = Inbox::open(probe.listen_host)?;
-    let port = inbox.port.to_string();
-    probe.exchange(&[b"CONNECT", y.as_bytes(), port.as_bytes()], true)?;
-    probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
-    let names = inbox.next(timeout).map(|(_, names, _)| names);
+    let codes = match probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true) {
+        Ok(reg) => reg.encoding,
+        Err(e) => return (None, Err(e)),
+    };
+    let names = (|| {
+        probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
+        let (x_in, y_in) = (Inbox::open(probe.listen_host)?, Inbox::open(probe.listen_host)?);
+        let (px, py) = (x_in.port.to_string(), y_in.port.to_string());
+        probe.exchange(&[b"CONNECT", x.as_bytes(), px.as_bytes()], true)?;
+        probe.exchange(&[b"CONNECT", y.as_bytes(), py.as_bytes()], true)?;
+        let sent = probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
+        if sent.reply.code() != 0 {
+            return Err(format!("the probe's SEND was answered {}", sent.show()));
+        }
+        let names = y_in.next(timeout).map(|(_, names, _)| names)?;
+        // The acknowledgement, if any, is let through before the clean-up.
+        let _ = x_in.next(Duration::from_millis(200).min(timeout));
+        names.ok_or_else(|| "the probe's push has no known name".to_string())
+    })();
     for alias in [&x, &y] {
         let _ = probe.exchange(&[b"DISCONNECT", alias.as_bytes()], true);
         let _ = probe.exchange(&[b"UNREGISTER", alias.as_bytes()], true);
     }
-    Ok((codes, names?.ok_or("no push")?))
+    (codes, names)
 }
 
 fn json_string(s: &str) -> String {
@@ -820,17 +833,26 @@ pub fn run(args: Args) -> ExitCode {
     let prefix = format!("ck{:06x}_", random & 0xff_ffff);
     let (mut codes, mut push_names) = (args.codes, args.push_names);
     if args.auto {
-        match detect(server, listen_host, args.timeout, &prefix) {
-            Ok((c, p)) => {
-                codes = c;
+        let (found_codes, found_names) = detect(server, listen_host, args.timeout, &prefix);
+        codes = found_codes.unwrap_or(codes);
+        let line = match (found_codes, found_names) {
+            (Some(c), Ok(p)) => {
                 push_names = p;
-                if !args.json {
-                    println!("detected: result codes {c}, push names {p}");
-                }
+                format!("detected: result codes {c}, push names {p}")
             }
-            Err(e) => {
-                eprintln!("cartero: cannot detect the server's settings: {e}; checking against --codes {codes} --push-names {push_names}");
+            (Some(c), Err(e)) => {
+                format!("detected: result codes {c}; push names not detected ({e}), checked as {push_names}")
             }
+            (None, Err(e)) => {
+                format!("not detected ({e}): checked as result codes {codes}, push names {push_names}")
+            }
+            (None, Ok(p)) => {
+                push_names = p;
+                format!("detected: push names {p}; result codes not detected, checked as {codes}")
+            }
+        };
+        if !args.json {
+            println!("{line}");
         }
     }
     let mut checker = Checker {
