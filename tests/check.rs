@@ -412,11 +412,55 @@ fn trace_shows_each_exchange_and_flags_deviations() {
         ),
         "{all}"
     );
-    assert!(all.contains("[SPEC: unknown operation \"HELLO\"]"), "{all}");
+    assert!(all.contains("(unknown operation \"HELLO\") => (no reply)"), "{all}");
     assert!(
-        all.contains("(incomplete request) => 2  [SPEC: connection ended before the message was complete]"),
+        all.contains("(incomplete UNREGISTER request) => 2  [SPEC: connection ended before the message was complete]"),
         "{all}"
     );
+    // The push's line comes after the line of the SEND that caused it.
+    let send_at = rest.iter().position(|l| l.contains("SEND \"ana\" \"ana\" \"hola\"")).unwrap();
+    let push_at = rest.iter().position(|l| l.contains("push to \"ana\": SEND_MESSAGE")).unwrap();
+    assert!(send_at < push_at, "{all}");
+}
+
+/// Answers wrong whatever the state are flagged: a 300-byte field, port 99999 and 31/02
+/// accepted (by a fake that accepts everything).
+#[test]
+fn trace_names_bad_requests_and_flags_what_must_never_be_accepted() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = fake.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in fake.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = (&mut s).take(4096).read_to_end(&mut Vec::new());
+            let _ = s.write_all(b"0\0");
+        }
+    });
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (to, listen_s) = (format!("127.0.0.1:{port}"), listen.to_string());
+    let mut trace = common::Proc::start(&["trace", "--listen", &listen_s, "--to", &to, "--max-connections", "4"]);
+    assert!(trace.line().starts_with("tracing "));
+    let long = "x".repeat(300);
+    let requests: [&[u8]; 4] = [
+        b"BONJOUR\0",
+        &[b"REGISTER\0Ana\0".as_slice(), long.as_bytes(), b"\001/01/2000\0"].concat(),
+        b"CONNECT\0ana\099999\0",
+        b"REGISTER\0Ana\0ana\031/02/2000\0",
+    ];
+    for bytes in requests {
+        let mut raw = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+        raw.write_all(bytes).unwrap();
+        raw.shutdown(Shutdown::Write).unwrap();
+        let _ = raw.read_to_end(&mut Vec::new());
+    }
+    let (code, rest, _) = trace.finish();
+    assert_eq!(code, 0);
+    let all = rest.join("\n");
+    assert!(all.contains("(unknown operation \"BONJOUR\")"), "{all}");
+    assert!(all.contains("(REGISTER request not valid: ") && all.contains("was accepted]"), "{all}");
+    assert!(all.contains("[SPEC: port \"99999\" is not 1..65535 but was accepted]"), "{all}");
+    assert!(all.contains("[SPEC: birth date \"31/02/2000\" is not a real date but was accepted]"), "{all}");
 }
 
 #[test]
