@@ -86,6 +86,8 @@ struct Faults {
     binary_ids: bool,
     /// SEND from a sender that is not connected answers 2, as some public servers do.
     send_needs_connected_sender: bool,
+    /// DISCONNECT, SEND and UNREGISTER from any IP.
+    no_ip_rules: bool,
 }
 
 #[derive(Default)]
@@ -147,6 +149,15 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
             st.users.insert(alias.to_vec(), User::default());
             (Reply::Register(R::Ok), None)
         }
+        Request::Unregister { alias }
+            if st
+                .users
+                .get(&alias[..])
+                .and_then(|u| u.listener)
+                .is_some_and(|l| l.ip() != peer && !faults.no_ip_rules) =>
+        {
+            (Reply::Unregister(U::Error), None)
+        }
         Request::Unregister { alias } => match st.users.remove(&alias[..]) {
             Some(_) => {
                 st.connected.retain(|a| a[..] != alias[..]);
@@ -167,6 +178,9 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
         Request::Disconnect { alias } => match st.users.get_mut(&alias[..]) {
             None => (Reply::Disconnect(D::NoSuchUser), None),
             Some(u) if u.listener.is_none() => (Reply::Disconnect(D::NotConnected), None),
+            Some(u) if u.listener.is_some_and(|l| l.ip() != peer && !faults.no_ip_rules) => {
+                (Reply::Disconnect(D::Error), None)
+            }
             Some(u) => {
                 u.listener = None;
                 st.connected.retain(|a| a[..] != alias[..]);
@@ -177,7 +191,10 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
             if !st.users.contains_key(&sender[..]) || !st.users.contains_key(&recipient[..]) {
                 return (Reply::Send(S::NoSuchUser), None);
             }
-            if faults.send_needs_connected_sender && st.users[&sender[..]].listener.is_none() {
+            let sender_at = st.users[&sender[..]].listener;
+            if faults.send_needs_connected_sender && sender_at.is_none()
+                || sender_at.is_some_and(|l| l.ip() != peer && !faults.no_ip_rules)
+            {
                 return (Reply::Send(S::Error), None);
             }
             // The fault: count per recipient instead of per sender.
@@ -335,6 +352,31 @@ fn auto_detection_works_with_a_server_that_wants_a_connected_sender() {
     let port = fake_server(Faults { send_needs_connected_sender: true, ..Faults::default() });
     let (_, lines, _) = check(port, &["--auto", "--timeout", "1s"]);
     assert_eq!(lines[0], "detected: result codes ascii, push names spaced", "{lines:#?}");
+}
+
+/// Every clause is deterministic: three runs against the same faulty server fail the same
+/// clauses.
+#[test]
+fn three_runs_give_the_same_result() {
+    let port = fake_server(Faults { ids_per_recipient: true, ..Faults::default() });
+    let runs: Vec<Vec<String>> = (0..3).map(|_| failed(&check(port, &["--timeout", "1s"]).1)).collect();
+    assert!(!runs[0].is_empty());
+    assert!(runs.iter().all(|r| r == &runs[0]), "{runs:#?}");
+}
+
+#[test]
+fn the_ip_rules_are_checked_from_another_loopback_address() {
+    let (_server, port) = serve(&[]);
+    let (code, lines, _) = check(port, &[]);
+    assert_eq!(code, 0, "{lines:#?}");
+    for clause in ["I1", "I2", "I3"] {
+        let line = lines.iter().find(|l| l.contains(&format!(" {clause} "))).expect(clause);
+        assert!(line.starts_with("PASS") && line.contains("(from 127.0.0.2)"), "{line}");
+    }
+    // A server without the IP rules fails them.
+    let port = fake_server(Faults { no_ip_rules: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["I1", "I2", "I3"], "{lines:#?}");
 }
 
 #[test]

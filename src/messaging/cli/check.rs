@@ -182,7 +182,7 @@ impl Checker {
             *self.stopped.borrow_mut() = Some("the overall deadline passed (see --deadline)".into());
             return Err("not run: the overall deadline passed".into());
         }
-        let result = self.exchange_once(fields, half_close);
+        let result = self.exchange_once(None, fields, half_close);
         let silent = match &result {
             Err(e) if e.starts_with("cannot connect") || e.starts_with("no reply") || e.starts_with("no complete") => {
                 self.silent.get() + 1
@@ -197,10 +197,30 @@ impl Checker {
         result
     }
 
-    fn exchange_once(&self, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
+    /// [`exchange`](Self::exchange) from another local address (the IP rules of SPEC 2).
+    fn exchange_from(&self, source: IpAddr, fields: &[&[u8]]) -> Result<Answer, String> {
+        if let Some(why) = self.stopped.borrow().as_ref() {
+            return Err(format!("not run: {why}"));
+        }
+        self.exchange_once(Some(source), fields, true)
+    }
+
+    fn connect_from(&self, source: Option<IpAddr>) -> Result<TcpStream, String> {
+        let Some(source) = source else {
+            return TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"));
+        };
+        let socket = socket2::Socket::new(socket2::Domain::for_address(self.server), socket2::Type::STREAM, None)
+            .map_err(|e| format!("cannot open a socket: {e}"))?;
+        socket.bind(&SocketAddr::new(source, 0).into()).map_err(|e| format!("cannot use {source} here: {e}"))?;
+        socket
+            .connect_timeout(&self.server.into(), self.timeout)
+            .map_err(|e| format!("cannot connect from {source}: {e}"))?;
+        Ok(socket.into())
+    }
+
+    fn exchange_once(&self, source: Option<IpAddr>, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
         let op = Operation::from_name(fields[0]);
-        let mut stream =
-            TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"))?;
+        let mut stream = self.connect_from(source)?;
         let _ = stream.set_read_timeout(Some(self.timeout));
         let _ = stream.set_write_timeout(Some(self.timeout));
         let mut bytes = Vec::new();
@@ -315,6 +335,54 @@ impl Checker {
         ok
     }
 
+    /// Registers a user of this run for one clause alone (not a clause itself).
+    fn fresh(&mut self, name: &str) -> Option<Vec<u8>> {
+        let alias = self.user(name);
+        let answer = self.exchange(&[b"REGISTER", b"Check User", alias.as_bytes(), b"01/02/2000"], true).ok()?;
+        (answer.reply.code() == 0).then(|| {
+            self.made.push(alias.clone());
+            alias.into_bytes()
+        })
+    }
+
+    /// SPEC 2.2, 2.4, 2.5: a connected user's DISCONNECT, SEND and UNREGISTER come from the IP
+    /// it connected from. Checked from 127.0.0.2 (which the loopback accepts on Linux) when
+    /// the server is on 127.0.0.1; skipped with one line otherwise.
+    fn ip_rules(&mut self) {
+        let other: IpAddr = [127, 0, 0, 2].into();
+        if self.server.ip() != IpAddr::from([127, 0, 0, 1]) {
+            self.skipped.push("the IP rules: they are checked only against a server on 127.0.0.1".into());
+            return;
+        }
+        let Ok(inbox) = Inbox::open(self.listen_host) else { return };
+        let (Some(ivy), Some(jon)) = (self.fresh("ivy"), self.fresh("jon")) else { return };
+        let port = inbox.port.to_string();
+        if self.exchange(&[b"CONNECT", &ivy, port.as_bytes()], true).map(|a| a.reply.code()) != Ok(0) {
+            return;
+        }
+        let cases: [(&'static str, &'static str, Vec<&[u8]>, u8); 3] = [
+            ("I1", "DISCONNECT from another IP than the user's answers 3", vec![b"DISCONNECT", &ivy], 3),
+            ("I2", "SEND from another IP than the connected sender's answers 2", vec![b"SEND", &ivy, &jon, b"x"], 2),
+            ("I3", "UNREGISTER from another IP than the connected user's answers 2", vec![b"UNREGISTER", &ivy], 2),
+        ];
+        for (id, title, fields, want) in cases {
+            let sent = format!("{} (from {other})", show_fields(&fields));
+            let expected = format!("{want} ({})", self.codes);
+            match self.exchange_from(other, &fields) {
+                Ok(answer) => {
+                    let pass = answer.reply.code() == want;
+                    self.record(id, title, sent, expected, Ok(answer.show()), pass);
+                }
+                Err(e) if e.starts_with("cannot use") => {
+                    self.skipped.push(format!("the IP rules: {e}"));
+                    return;
+                }
+                Err(e) => self.record(id, title, sent, expected, Err(e), false),
+            }
+        }
+        let _ = self.exchange(&[b"DISCONNECT", &ivy], true);
+    }
+
     /// Checks one push: the kind, the fields and the spelling.
     fn expect_push(&mut self, id: &'static str, title: &'static str, inbox: &Inbox, want: &Push) {
         if self.stopped.borrow().is_some() {
@@ -386,7 +454,10 @@ impl Checker {
             return;
         };
         self.expect_code("C1", "CONNECT of an unknown user answers 1", &[b"CONNECT", &ghost, b"4000"], 1);
-        self.expect_code("C2", "CONNECT with a port that is not 1..65535 answers 3", &[b"CONNECT", &d, b"0"], 3);
+        // Its own user: a server that accepts the port leaves no connected user for others.
+        if let Some(p0) = self.fresh("port0") {
+            self.expect_code("C2", "CONNECT with a port that is not 1..65535 answers 3", &[b"CONNECT", &p0, b"0"], 3);
+        }
         let (pa, pb, pe) = (ana_in.port.to_string(), bob_in.port.to_string(), eve_in.port.to_string());
         self.expect_code("C3", "CONNECT of a registered user answers 0", &[b"CONNECT", &a, pa.as_bytes()], 0);
         self.expect_code("C4", "CONNECT of a connected user answers 2", &[b"CONNECT", &a, pa.as_bytes()], 2);
@@ -457,7 +528,10 @@ impl Checker {
         self.expect_code("P10", "CONNECT of the other sender answers 0", &[b"CONNECT", &e, pe.as_bytes()], 0);
         self.expect_code("P11", "and its DISCONNECT answers 0", &[b"DISCONNECT", &e], 0);
         let sent = show_fields(&[b"SEND", &e, &b, b"no ack for eve"]);
-        let quiet = self.exchange(&[b"SEND", &e, &b, b"no ack for eve"], true).and_then(|_| {
+        let quiet = self.exchange(&[b"SEND", &e, &b, b"no ack for eve"], true).and_then(|answer| {
+            if answer.reply.code() != 0 {
+                return Err(format!("the SEND was answered {}", answer.show()));
+            }
             bob_in.next(self.timeout).map(|_| ())?;
             eve_in.quiet_for(Duration::from_millis(500))
         });
@@ -539,6 +613,8 @@ impl Checker {
                 pass,
             );
         }
+
+        self.ip_rules();
 
         // SPEC 4
         self.bad_input();
@@ -639,8 +715,13 @@ impl Checker {
 
     /// Bad input must get the operation's error code (or nothing) and leave the server serving.
     fn bad_input(&mut self) {
-        let serving =
-            |c: &mut Checker| c.exchange(&[b"CONNECTEDUSERS", c.user("dan").as_bytes()], true).map(|a| a.reply.code());
+        // Any answer shows the server alive: one that reads only the operation and closes
+        // resets the connection over the alias it did not read, and still serves.
+        let serving = |c: &mut Checker| match c.exchange(&[b"CONNECTEDUSERS", c.user("dan").as_bytes()], true) {
+            Ok(a) => Ok(a.reply.code()),
+            Err(e) if e.contains("reset") || e == "closed without a reply" => Ok(0),
+            Err(e) => Err(e),
+        };
         let sent = "HELLO \"x\"".to_string();
         let result = match self.exchange(&[b"HELLO", b"x"], true) {
             Err(e) if e == "closed without a reply" => serving(self).map(|_| "closed, no reply; still serving".into()),
