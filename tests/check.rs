@@ -88,6 +88,8 @@ struct Faults {
     send_needs_connected_sender: bool,
     /// DISCONNECT, SEND and UNREGISTER from any IP.
     no_ip_rules: bool,
+    /// A refused push is not retried.
+    no_retry: bool,
 }
 
 #[derive(Default)]
@@ -103,8 +105,16 @@ struct State {
     connected: Vec<Vec<u8>>,
 }
 
-fn push_to(addr: SocketAddr, push: &Push) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+fn push_to(addr: SocketAddr, push: &Push, faults: Faults) -> bool {
+    // A refused push is retried for 2 s (SPEC 2.3: the listener may start after the reply).
+    let until = Instant::now() + if faults.no_retry { Duration::ZERO } else { Duration::from_secs(2) };
+    let mut s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let ok = push.to_bytes(PushNames::Spaced).map(|b| s.write_all(&b).is_ok()).unwrap_or(false);
     let _ = s.shutdown(Shutdown::Write);
@@ -122,12 +132,12 @@ fn deliver(state: &Mutex<State>, to: &[u8], faults: Faults) {
             (addr, next)
         };
         let (sender, id, body) = next;
-        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }) {
+        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }, faults) {
             return;
         }
         let ack_to = state.lock().unwrap().users.get(&sender).and_then(|u| u.listener);
         if let (Some(addr), false) = (ack_to, faults.no_ack) {
-            push_to(addr, &Push::Ack { id });
+            push_to(addr, &Push::Ack { id }, faults);
         }
     }
 }
@@ -373,10 +383,20 @@ fn the_ip_rules_are_checked_from_another_loopback_address() {
         let line = lines.iter().find(|l| l.contains(&format!(" {clause} "))).expect(clause);
         assert!(line.starts_with("PASS") && line.contains("(from 127.0.0.2)"), "{line}");
     }
+    for clause in ["P13", "B5"] {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("PASS {clause} "))), "{clause}: {lines:#?}");
+    }
     // A server without the IP rules fails them.
     let port = fake_server(Faults { no_ip_rules: true, ..Faults::default() });
     let (_, lines, _) = check(port, &["--timeout", "1s"]);
     assert_eq!(failed(&lines), ["I1", "I2", "I3"], "{lines:#?}");
+}
+
+#[test]
+fn a_server_that_pushes_once_fails_the_late_listener_clause_alone() {
+    let port = fake_server(Faults { no_retry: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["P13"], "{lines:#?}");
 }
 
 #[test]

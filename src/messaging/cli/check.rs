@@ -96,7 +96,11 @@ struct Inbox {
 
 impl Inbox {
     fn open(host: IpAddr) -> Result<Inbox, String> {
-        let listener = TcpListener::bind((host, 0)).map_err(|e| format!("cannot open a listener on {host}: {e}"))?;
+        Inbox::open_on(host, 0)
+    }
+
+    fn open_on(host: IpAddr, port: u16) -> Result<Inbox, String> {
+        let listener = TcpListener::bind((host, port)).map_err(|e| format!("cannot open a listener on {host}: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (tx, pushes) = channel();
         std::thread::spawn(move || {
@@ -383,6 +387,45 @@ impl Checker {
         let _ = self.exchange(&[b"DISCONNECT", &ivy], true);
     }
 
+    /// SPEC 2.3: a listener that starts only after the CONNECT reply (as some clients do)
+    /// still gets the pending message: the server retries a refused push for 2 s.
+    fn late_listener(&mut self) {
+        let (Some(kim), Some(lee)) = (self.fresh("kim"), self.fresh("lee")) else { return };
+        let sent = "SEND to an offline user, CONNECT at a port listened on only 200 ms after the reply".to_string();
+        let expected = "the message pushed".to_string();
+        let result = (|| {
+            let port = TcpListener::bind((self.listen_host, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("cannot reserve a port: {e}"))?
+                .port();
+            // The sender connected too: some servers refuse SEND from one that is not.
+            let kim_in = Inbox::open(self.listen_host)?;
+            self.exchange(&[b"CONNECT", &kim, kim_in.port.to_string().as_bytes()], true)?;
+            let answer = self.exchange(&[b"SEND", &kim, &lee, b"late"], true)?;
+            if answer.reply.code() != 0 {
+                return Err(format!("the SEND was answered {}", answer.show()));
+            }
+            let answer = self.exchange(&[b"CONNECT", &lee, port.to_string().as_bytes()], true)?;
+            if answer.reply.code() != 0 {
+                return Err(format!("the CONNECT was answered {}", answer.show()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let inbox = Inbox::open_on(self.listen_host, port)?;
+            inbox.next(self.timeout).map(|(push, _, _)| super::show::push_fields(&push))
+        })();
+        let pass = result.is_ok();
+        self.record(
+            "P13",
+            "a listener started after the CONNECT reply still gets the message",
+            sent,
+            expected,
+            result,
+            pass,
+        );
+        let _ = self.exchange(&[b"DISCONNECT", &lee], true);
+        let _ = self.exchange(&[b"DISCONNECT", &kim], true);
+    }
+
     /// Checks one push: the kind, the fields and the spelling.
     fn expect_push(&mut self, id: &'static str, title: &'static str, inbox: &Inbox, want: &Push) {
         if self.stopped.borrow().is_some() {
@@ -615,6 +658,7 @@ impl Checker {
         }
 
         self.ip_rules();
+        self.late_listener();
 
         // SPEC 4
         self.bad_input();
@@ -737,6 +781,21 @@ impl Checker {
             result,
             pass,
         );
+
+        // A trailing empty field after a complete request changes nothing (the server may
+        // ignore what follows the request).
+        let trailing = self.user("trail");
+        if self
+            .expect_code(
+                "B5",
+                "a REGISTER followed by an extra empty field answers 0",
+                &[b"REGISTER", b"Check User", trailing.as_bytes(), b"01/02/2000", b""],
+                0,
+            )
+            .is_some_and(|a| a.reply.code() == 0)
+        {
+            self.made.push(trailing);
+        }
 
         let long = vec![b'x'; 300];
         self.expect_code(
