@@ -90,6 +90,8 @@ struct Faults {
     no_ip_rules: bool,
     /// A refused push is not retried.
     no_retry: bool,
+    /// UNREGISTER keeps the user's pending messages for the next user of the alias.
+    keeps_mail: bool,
 }
 
 #[derive(Default)]
@@ -102,6 +104,8 @@ struct User {
 #[derive(Default)]
 struct State {
     users: HashMap<Vec<u8>, User>,
+    /// Pending messages of unregistered users (the keeps_mail fault).
+    kept: HashMap<Vec<u8>, VecDeque<(Vec<u8>, u32, Vec<u8>)>>,
     connected: Vec<Vec<u8>>,
 }
 
@@ -156,7 +160,8 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
             if birth_date.as_ref().is_some_and(|d| !is_valid_birth_date(d)) {
                 return (Reply::Register(R::Error), None);
             }
-            st.users.insert(alias.to_vec(), User::default());
+            let pending = st.kept.remove(&alias[..]).unwrap_or_default();
+            st.users.insert(alias.to_vec(), User { pending, ..User::default() });
             (Reply::Register(R::Ok), None)
         }
         Request::Unregister { alias }
@@ -169,7 +174,10 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
             (Reply::Unregister(U::Error), None)
         }
         Request::Unregister { alias } => match st.users.remove(&alias[..]) {
-            Some(_) => {
+            Some(user) => {
+                if faults.keeps_mail {
+                    st.kept.insert(alias.to_vec(), user.pending);
+                }
                 st.connected.retain(|a| a[..] != alias[..]);
                 (Reply::Unregister(U::Ok), None)
             }
@@ -397,6 +405,15 @@ fn a_server_that_pushes_once_fails_the_late_listener_clause_alone() {
     let port = fake_server(Faults { no_retry: true, ..Faults::default() });
     let (_, lines, _) = check(port, &["--timeout", "1s"]);
     assert_eq!(failed(&lines), ["P13"], "{lines:#?}");
+}
+
+#[test]
+fn mail_kept_after_unregister_fails_u6_without_waiting_on_a_clock() {
+    let port = fake_server(Faults { keeps_mail: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["U6"], "{lines:#?}");
+    let u6 = lines.iter().find(|l| l.starts_with("FAIL U6")).unwrap();
+    assert!(u6.contains("\"never to be seen\""), "{u6}");
 }
 
 #[test]

@@ -644,14 +644,20 @@ impl Checker {
                 self.exchange(&[b"REGISTER", b"Check User", &z, b"01/02/2000"], true)?;
                 self.made.push(zed.clone());
                 self.exchange(&[b"CONNECT", &z, port.as_bytes()], true)?;
-                inbox.quiet_for(Duration::from_secs(1)).map(|_| "nothing pushed".to_string())
+                // Pushes to one user keep their order: the first one must be this marker,
+                // with nothing of the old user's before it (no waiting on a clock).
+                self.exchange(&[b"SEND", &a, &z, b"marker"], true)?;
+                match inbox.next(self.timeout)? {
+                    (Push::Message { body, .. }, _, _) if &body[..] == b"marker" => Ok("only the new message".into()),
+                    (push, _, raw) => Err(format!("got {} first: {}", super::show::push_fields(&push), Escaped(&raw))),
+                }
             });
             let pass = result.is_ok();
             self.record(
                 "U6",
                 "UNREGISTER dropped the pending message: the new user gets nothing",
                 sent,
-                "nothing pushed".into(),
+                "only the new message (sent after the CONNECT)".into(),
                 result,
                 pass,
             );
