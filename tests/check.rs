@@ -94,18 +94,21 @@ struct Faults {
     keeps_mail: bool,
 }
 
+/// Pending messages: sender, id, body.
+type Pending = VecDeque<(Vec<u8>, u32, Vec<u8>)>;
+
 #[derive(Default)]
 struct User {
     listener: Option<SocketAddr>,
     last_id: u32,
-    pending: VecDeque<(Vec<u8>, u32, Vec<u8>)>,
+    pending: Pending,
 }
 
 #[derive(Default)]
 struct State {
     users: HashMap<Vec<u8>, User>,
     /// Pending messages of unregistered users (the keeps_mail fault).
-    kept: HashMap<Vec<u8>, VecDeque<(Vec<u8>, u32, Vec<u8>)>>,
+    kept: HashMap<Vec<u8>, Pending>,
     connected: Vec<Vec<u8>>,
 }
 
