@@ -2,7 +2,7 @@
 //!
 //! Lines are read from a terminal with a line editor (history, editing) when both standard
 //! input and output are terminals, and line by line from standard input otherwise (a pipe, a
-//! file, a script). Lines that arrive on their own (a pushed message, a chat line) go through
+//! file, a script), after the same prompt printed on standard output. Lines that arrive on their own (a pushed message, a chat line) go through
 //! a [`Printer`], which on a terminal prints them above the line being typed without garbling
 //! it, and otherwise writes them to standard output at once.
 
@@ -86,6 +86,12 @@ impl Input {
                 }
             },
             None => {
+                // The prompt is printed whatever standard input is, as the course's clients
+                // do with `input("c> ")`: scripts that grade by comparing output expect it.
+                {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(self.prompt.as_bytes()).and_then(|_| out.flush());
+                }
                 let mut line = String::new();
                 match self.stdin.read_line(&mut line) {
                     Ok(0) => None,

@@ -82,23 +82,46 @@ struct Faults {
     no_ack: bool,
     crash_on_empty_connection: bool,
     never_answer: bool,
+    /// SEND's id as 4 big-endian bytes after the code, as one public C server does.
+    binary_ids: bool,
+    /// SEND from a sender that is not connected answers 2, as some public servers do.
+    send_needs_connected_sender: bool,
+    /// DISCONNECT, SEND and UNREGISTER from any IP.
+    no_ip_rules: bool,
+    /// A refused push is not retried.
+    no_retry: bool,
+    /// UNREGISTER keeps the user's pending messages for the next user of the alias.
+    keeps_mail: bool,
 }
+
+/// Pending messages: sender, id, body.
+type Pending = VecDeque<(Vec<u8>, u32, Vec<u8>)>;
 
 #[derive(Default)]
 struct User {
     listener: Option<SocketAddr>,
     last_id: u32,
-    pending: VecDeque<(Vec<u8>, u32, Vec<u8>)>,
+    pending: Pending,
 }
 
 #[derive(Default)]
 struct State {
     users: HashMap<Vec<u8>, User>,
+    /// Pending messages of unregistered users (the keeps_mail fault).
+    kept: HashMap<Vec<u8>, Pending>,
     connected: Vec<Vec<u8>>,
 }
 
-fn push_to(addr: SocketAddr, push: &Push) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return false };
+fn push_to(addr: SocketAddr, push: &Push, faults: Faults) -> bool {
+    // A refused push is retried for 2 s (SPEC 2.3: the listener may start after the reply).
+    let until = Instant::now() + if faults.no_retry { Duration::ZERO } else { Duration::from_secs(2) };
+    let mut s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let ok = push.to_bytes(PushNames::Spaced).map(|b| s.write_all(&b).is_ok()).unwrap_or(false);
     let _ = s.shutdown(Shutdown::Write);
@@ -116,12 +139,12 @@ fn deliver(state: &Mutex<State>, to: &[u8], faults: Faults) {
             (addr, next)
         };
         let (sender, id, body) = next;
-        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }) {
+        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }, faults) {
             return;
         }
         let ack_to = state.lock().unwrap().users.get(&sender).and_then(|u| u.listener);
         if let (Some(addr), false) = (ack_to, faults.no_ack) {
-            push_to(addr, &Push::Ack { id });
+            push_to(addr, &Push::Ack { id }, faults);
         }
     }
 }
@@ -140,11 +163,24 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
             if birth_date.as_ref().is_some_and(|d| !is_valid_birth_date(d)) {
                 return (Reply::Register(R::Error), None);
             }
-            st.users.insert(alias.to_vec(), User::default());
+            let pending = st.kept.remove(&alias[..]).unwrap_or_default();
+            st.users.insert(alias.to_vec(), User { pending, ..User::default() });
             (Reply::Register(R::Ok), None)
         }
+        Request::Unregister { alias }
+            if st
+                .users
+                .get(&alias[..])
+                .and_then(|u| u.listener)
+                .is_some_and(|l| l.ip() != peer && !faults.no_ip_rules) =>
+        {
+            (Reply::Unregister(U::Error), None)
+        }
         Request::Unregister { alias } => match st.users.remove(&alias[..]) {
-            Some(_) => {
+            Some(user) => {
+                if faults.keeps_mail {
+                    st.kept.insert(alias.to_vec(), user.pending);
+                }
                 st.connected.retain(|a| a[..] != alias[..]);
                 (Reply::Unregister(U::Ok), None)
             }
@@ -163,6 +199,9 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
         Request::Disconnect { alias } => match st.users.get_mut(&alias[..]) {
             None => (Reply::Disconnect(D::NoSuchUser), None),
             Some(u) if u.listener.is_none() => (Reply::Disconnect(D::NotConnected), None),
+            Some(u) if u.listener.is_some_and(|l| l.ip() != peer && !faults.no_ip_rules) => {
+                (Reply::Disconnect(D::Error), None)
+            }
             Some(u) => {
                 u.listener = None;
                 st.connected.retain(|a| a[..] != alias[..]);
@@ -172,6 +211,12 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
         Request::Send { sender, recipient, body } => {
             if !st.users.contains_key(&sender[..]) || !st.users.contains_key(&recipient[..]) {
                 return (Reply::Send(S::NoSuchUser), None);
+            }
+            let sender_at = st.users[&sender[..]].listener;
+            if faults.send_needs_connected_sender && sender_at.is_none()
+                || sender_at.is_some_and(|l| l.ip() != peer && !faults.no_ip_rules)
+            {
+                return (Reply::Send(S::Error), None);
             }
             // The fault: count per recipient instead of per sender.
             let counter = if faults.ids_per_recipient { &recipient[..] } else { &sender[..] };
@@ -236,6 +281,9 @@ fn fake_server(faults: Faults) -> u16 {
                 };
                 let mut out = BytesMut::new();
                 reply.encode(WireSettings::default().codes, &mut out);
+                if let (true, Reply::Send(cartero::wire::SendReply::Ok { id })) = (faults.binary_ids, &reply) {
+                    out = BytesMut::from(&[&b"0\0"[..], &id.to_be_bytes()].concat()[..]);
+                }
                 let _ = stream.write_all(&out);
                 drop(stream);
                 if let Some(to) = then_deliver {
@@ -294,17 +342,107 @@ fn a_server_that_crashes_on_an_empty_connection_fails_b4_and_the_checker_finishe
 }
 
 #[test]
-fn a_server_that_never_answers_fails_every_clause_in_bounded_time() {
+fn a_binary_send_id_is_read_by_the_client_and_named_by_the_checker() {
+    let port = fake_server(Faults { binary_ids: true, ..Faults::default() });
+    let mut client = common::Proc::start(&["client", "-s", "127.0.0.1", "-p", &port.to_string()]);
+    client.type_line("REGISTER ana");
+    client.type_line("SEND ana hola");
+    client.expect(&["s> REGISTER OK", "s> SEND OK - MESSAGE 1"]);
+    drop(client);
+    let (code, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(code, 1);
+    let s3 = lines.iter().find(|l| l.contains(" S3 ")).expect("S3 reported");
+    assert!(s3.starts_with("FAIL") && s3.contains("4 binary bytes (big-endian)"), "{s3}");
+}
+
+#[test]
+fn a_server_that_never_answers_stops_the_check_early_with_one_summary_line() {
     let port = fake_server(Faults { never_answer: true, ..Faults::default() });
-    let (code, lines, elapsed) = check(port, &["--timeout", "300ms"]);
+    let (code, lines, _) = check(port, &["--timeout", "300ms"]);
+    assert_eq!(code, 1);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("FAIL")).count(), 3, "{lines:#?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        summary,
+        "check: stopped after R3: the server stopped answering (3 requests in a row got no answer); 0 passed, 3 failed"
+    );
+}
+
+#[test]
+fn auto_detection_works_with_a_server_that_wants_a_connected_sender() {
+    let port = fake_server(Faults { send_needs_connected_sender: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--auto", "--timeout", "1s"]);
+    assert_eq!(lines[0], "detected: result codes ascii, push names spaced", "{lines:#?}");
+}
+
+/// Every clause is deterministic: three runs against the same faulty server fail the same
+/// clauses.
+#[test]
+fn three_runs_give_the_same_result() {
+    let port = fake_server(Faults { ids_per_recipient: true, ..Faults::default() });
+    let runs: Vec<Vec<String>> = (0..3).map(|_| failed(&check(port, &["--timeout", "1s"]).1)).collect();
+    assert!(!runs[0].is_empty());
+    assert!(runs.iter().all(|r| r == &runs[0]), "{runs:#?}");
+}
+
+#[test]
+fn the_ip_rules_are_checked_from_another_loopback_address() {
+    let (_server, port) = serve(&[]);
+    let (code, lines, _) = check(port, &[]);
+    assert_eq!(code, 0, "{lines:#?}");
+    for clause in ["I1", "I2", "I3"] {
+        let line = lines.iter().find(|l| l.contains(&format!(" {clause} "))).expect(clause);
+        assert!(line.starts_with("PASS") && line.contains("(from 127.0.0.2)"), "{line}");
+    }
+    for clause in ["P13", "B5"] {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("PASS {clause} "))), "{clause}: {lines:#?}");
+    }
+    // A server without the IP rules fails them.
+    let port = fake_server(Faults { no_ip_rules: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["I1", "I2", "I3"], "{lines:#?}");
+}
+
+#[test]
+fn a_server_that_pushes_once_fails_the_late_listener_clause_alone() {
+    let port = fake_server(Faults { no_retry: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["P13"], "{lines:#?}");
+}
+
+#[test]
+fn mail_kept_after_unregister_fails_u6_without_waiting_on_a_clock() {
+    let port = fake_server(Faults { keeps_mail: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["U6"], "{lines:#?}");
+    let u6 = lines.iter().find(|l| l.starts_with("FAIL U6")).unwrap();
+    assert!(u6.contains("\"never to be seen\""), "{u6}");
+}
+
+#[test]
+fn a_server_that_is_down_is_said_once_first() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(BIN).args(["check", "server", &format!("127.0.0.1:{port}")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("cartero: cannot connect to the server at 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn the_overall_deadline_ends_the_run_and_names_the_last_clause() {
+    // No acknowledgements: every ack clause waits its whole timeout, so 2 s end the run early.
+    let port = fake_server(Faults { no_ack: true, ..Faults::default() });
+    let (code, lines, _) = check(port, &["--timeout", "1s", "--deadline", "2s"]);
     assert_eq!(code, 1);
     let summary = lines.last().unwrap();
-    assert!(summary.starts_with("check: 0 passed"), "{summary}");
     assert!(
-        lines.iter().filter(|l| l.starts_with("FAIL")).all(|l| l.contains("ERROR:") || l.contains("got:")),
-        "{lines:#?}"
+        summary.starts_with("check: stopped after ") && summary.contains("the overall deadline passed"),
+        "{summary}"
     );
-    assert!(elapsed < Duration::from_secs(90), "took {elapsed:?}");
+    let (_, json, _) = check(port, &["--timeout", "1s", "--deadline", "2s", "--json"]);
+    assert!(json[0].contains("\"stopped\":{\"after\":"), "{}", json[0]);
 }
 
 #[test]
@@ -356,11 +494,55 @@ fn trace_shows_each_exchange_and_flags_deviations() {
         ),
         "{all}"
     );
-    assert!(all.contains("[SPEC: unknown operation \"HELLO\"]"), "{all}");
+    assert!(all.contains("(unknown operation \"HELLO\") => (no reply)"), "{all}");
     assert!(
-        all.contains("(incomplete request) => 2  [SPEC: connection ended before the message was complete]"),
+        all.contains("(incomplete UNREGISTER request) => 2  [SPEC: connection ended before the message was complete]"),
         "{all}"
     );
+    // The push's line comes after the line of the SEND that caused it.
+    let send_at = rest.iter().position(|l| l.contains("SEND \"ana\" \"ana\" \"hola\"")).unwrap();
+    let push_at = rest.iter().position(|l| l.contains("push to \"ana\": SEND_MESSAGE")).unwrap();
+    assert!(send_at < push_at, "{all}");
+}
+
+/// Answers wrong whatever the state are flagged: a 300-byte field, port 99999 and 31/02
+/// accepted (by a fake that accepts everything).
+#[test]
+fn trace_names_bad_requests_and_flags_what_must_never_be_accepted() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = fake.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in fake.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = (&mut s).take(4096).read_to_end(&mut Vec::new());
+            let _ = s.write_all(b"0\0");
+        }
+    });
+    let listen = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (to, listen_s) = (format!("127.0.0.1:{port}"), listen.to_string());
+    let mut trace = common::Proc::start(&["trace", "--listen", &listen_s, "--to", &to, "--max-connections", "4"]);
+    assert!(trace.line().starts_with("tracing "));
+    let long = "x".repeat(300);
+    let requests: [&[u8]; 4] = [
+        b"BONJOUR\0",
+        &[b"REGISTER\0Ana\0".as_slice(), long.as_bytes(), b"\001/01/2000\0"].concat(),
+        b"CONNECT\0ana\099999\0",
+        b"REGISTER\0Ana\0ana\031/02/2000\0",
+    ];
+    for bytes in requests {
+        let mut raw = TcpStream::connect(("127.0.0.1", listen)).unwrap();
+        raw.write_all(bytes).unwrap();
+        raw.shutdown(Shutdown::Write).unwrap();
+        let _ = raw.read_to_end(&mut Vec::new());
+    }
+    let (code, rest, _) = trace.finish();
+    assert_eq!(code, 0);
+    let all = rest.join("\n");
+    assert!(all.contains("(unknown operation \"BONJOUR\")"), "{all}");
+    assert!(all.contains("(REGISTER request not valid: ") && all.contains("was accepted]"), "{all}");
+    assert!(all.contains("[SPEC: port \"99999\" is not 1..65535 but was accepted]"), "{all}");
+    assert!(all.contains("[SPEC: birth date \"31/02/2000\" is not a real date but was accepted]"), "{all}");
 }
 
 #[test]

@@ -252,3 +252,75 @@ fn client_course_2025_session_of_spec_8() {
     let (_, _, bob_err) = bob.finish();
     assert!(bob_err.contains("does not offer that file"), "{bob_err}");
 }
+
+/// SPEC 2.4: a piped session that sends and disconnects at once still prints the
+/// acknowledgement, every time (the DISCONNECT reply waits for it).
+#[test]
+fn a_piped_send_then_disconnect_always_shows_the_acknowledgement() {
+    let (_server, port) = serve(&[]);
+    let c = Client::new("127.0.0.1", port).with_timeout(common::LIMIT);
+    c.register("Bob", "bob", "01/01/2001").unwrap();
+    let bob = Listener::bind("127.0.0.1".parse().unwrap()).unwrap();
+    c.connect("bob", bob.port()).unwrap();
+    let port = port.to_string();
+    for i in 0..20 {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(["client", "-s", "127.0.0.1", "-p", &port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = format!("REGISTER a{i}\nCONNECT a{i}\nSEND bob hola {i}\nDISCONNECT a{i}\n");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().map(common::without_prompts).filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            lines,
+            ["s> REGISTER OK", "s> CONNECT OK", "s> SEND OK - MESSAGE 1", "s> SEND MESSAGE 1 OK", "s> DISCONNECT OK"],
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..20 {
+        let push = bob.recv_timeout(common::LIMIT).unwrap();
+        assert!(matches!(push, cartero::Push::Message { id: 1, .. }), "{i}: {push:?}");
+    }
+}
+
+#[test]
+fn the_console_listener_binds_the_address_towards_the_server_or_listen_host() {
+    let (_server, port) = serve(&["--course", "2025"]);
+    common::listener_binds_the_address_towards_the_server(common::BIN, &["client"], port);
+}
+
+/// A 2022/23 server waits for REGISTER's three fields: the one-field form times out there (or
+/// is answered 2), and the console says what the server may need, in one line.
+#[test]
+fn register_with_one_field_hints_at_the_long_form_when_the_server_waits_or_refuses() {
+    for answer in [None, Some(&b"2\0"[..])] {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port().to_string();
+        std::thread::spawn(move || {
+            for stream in server.incoming().take(2) {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                let _ = std::io::Read::read(&mut stream, &mut [0u8; 512]);
+                match answer {
+                    Some(bytes) => {
+                        let _ = stream.write_all(bytes);
+                    }
+                    // Waits for fields that never come, well past the client's timeout.
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            }
+        });
+        let mut client = Proc::start(&["client", "-s", "127.0.0.1", "-p", &port, "--timeout", "1s"]);
+        client.type_line("REGISTER ana");
+        client.expect(&["s> REGISTER FAIL"]);
+        let (_, _, stderr) = client.finish();
+        let hints = stderr.lines().filter(|l| l.contains("may need REGISTER <alias> <DD/MM/YYYY> [name]")).count();
+        assert_eq!(hints, 1, "{answer:?}: {stderr}");
+    }
+}

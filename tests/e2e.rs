@@ -437,3 +437,46 @@ fn the_c_console_client_against_a_server_that_is_down() {
     assert_eq!(code, 0);
     assert!(stderr.contains("cannot connect to the server"), "{stderr}");
 }
+
+/// The C examples answer `--help` with their usage on standard output and exit 0.
+#[test]
+fn the_c_examples_print_their_usage_on_help_and_exit_0() {
+    for program in [c_client(), c_server()] {
+        let out = Command::new(program).arg("--help").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("usage: cartero-"), "{out:?}");
+    }
+}
+
+/// Piped commands show the `c> ` prompt as at a terminal, in the Rust and C console clients (the Python example's test is in
+/// bindings/python/tests/test_examples.py), so that
+/// output compared with the course's clients (which use `input("c> ")`) matches.
+#[test]
+fn console_clients_print_the_prompt_when_stdin_is_a_pipe() {
+    let (server, port) = start(Kind::Rust, &[]);
+    let port = port.to_string();
+    let run = |program: &str, pre: &[&str], alias: &str| {
+        let mut child = Command::new(program)
+            .args(pre)
+            .args(["-s", "127.0.0.1", "-p", port.as_str()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        write!(child.stdin.take().unwrap(), "REGISTER {alias}\nFOO\nQUIT\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let want = "c> s> REGISTER OK\nc> c> ";
+    assert_eq!(run(common::BIN, &["client"], "rust"), want);
+    assert_eq!(run(c_client().to_str().unwrap(), &[], "cee"), want);
+    stop(server);
+}
+
+#[test]
+fn the_c_console_listener_binds_the_address_towards_the_server_or_listen_host() {
+    let (server, port) = start(Kind::Rust, &["--course", "2025"]);
+    common::listener_binds_the_address_towards_the_server(c_client().to_str().unwrap(), &[], port);
+    stop(server);
+}

@@ -442,3 +442,26 @@ async fn course_2025_operations_have_their_exact_bytes() {
         server.stop().await;
     }
 }
+
+/// SPEC 2.3: some clients start their listener only after reading the CONNECT reply; a push
+/// refused in that moment is retried, and the pending message is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_started_after_the_connect_reply_still_gets_the_pending_message() {
+    let server = TestServer::with(WireSettings::default()).await;
+    let client = server.client();
+    client.register("Ana", "ana", "01/01/2001").await.unwrap();
+    client.register("Bob", "bob", "01/01/2001").await.unwrap();
+    assert_eq!(client.send("ana", "bob", "early").await.unwrap(), SendReply::Ok { id: 1 });
+    // A free port, not listened on until after the reply (and a moment more).
+    let port = TcpListener::bind((LOCAL, 0)).await.unwrap().local_addr().unwrap().port();
+    assert_eq!(client.connect("bob", port).await.unwrap(), ConnectReply::Ok);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = TcpListener::bind((LOCAL, port)).await.unwrap();
+    let (mut push, _) = timeout(LIMIT, late.accept()).await.expect("the push is retried").unwrap();
+    let mut bytes = Vec::new();
+    push.read_to_end(&mut bytes).await.unwrap();
+    assert_eq!(bytes, b"SEND MESSAGE\0ana\01\0early\0");
+    drop(push);
+    assert_eq!(exchange(server.addr, b"CONNECTEDUSERS\0bob\0", true).await, b"0\x001\0bob\0");
+    server.stop().await;
+}

@@ -6,7 +6,10 @@
  *
  *   cc -Wall -Wextra -Iinclude examples/c/client.c target/release/libcartero.a \
  *      -lpthread -ldl -lm -lrt -lutil -o cartero-client-c
- *   ./cartero-client-c -s localhost -p 8888 [--course 2022|2025]
+ *   ./cartero-client-c -s localhost -p 8888 [--course 2022|2025] [--listen-host <ip>]
+ *
+ * The listener binds --listen-host, by default this machine's address towards the server
+ * (127.0.0.1 for a local server, the LAN address for a remote one).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -16,6 +19,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include "cartero.h"
 
@@ -30,6 +36,28 @@ static cartero_listener *listener;
 static pthread_t printer;
 static volatile int stop_printer;
 static const char *sep = " / ";  /* " / " (2022/23) or ", " (2025/26) in result lines */
+static char listen_host[64] = "0.0.0.0"; /* where the listener binds */
+
+/* The local address of a socket that reaches host:port (a UDP connect sends no packet) into
+ * listen_host; left as is when it cannot be told. */
+static void address_towards(const char *host, int port) {
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *res;
+    if (getaddrinfo(host, service, &hints, &res) != 0) return;
+    int fd = socket(res->ai_family, SOCK_DGRAM, 0);
+    struct sockaddr_storage local;
+    socklen_t len = sizeof local;
+    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+        getsockname(fd, (struct sockaddr *)&local, &len) == 0) {
+        const void *a = local.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&local)->sin_addr
+                                                   : (const void *)&((struct sockaddr_in6 *)&local)->sin6_addr;
+        char text[64];
+        if (inet_ntop(local.ss_family, a, text, sizeof text) != NULL) snprintf(listen_host, sizeof listen_host, "%s", text);
+    }
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+}
 
 /* The last USERS answer: where each user listens (GETFILE looks users up here). */
 #define MAX_KNOWN 256
@@ -88,13 +116,16 @@ static void stop_listener(void) {
 static void do_register(char *alias, char *date, char *full_name) {
     uint8_t code;
     cartero_result r = cartero_client_register(client, full_name ? full_name : alias, alias, date, &code);
+    /* The short form against a server that waits for the statement's three fields. */
+    int short_refused = date == NULL && (r == CARTERO_TIMEOUT || (r == CARTERO_OK && code == 2));
     if (r != CARTERO_OK) {
         cause(r);
         say("s> REGISTER FAIL");
-        return;
+    } else {
+        if (code == 0) snprintf(user, sizeof user, "%s", alias);
+        say(code == 0 ? "s> REGISTER OK" : code == 1 ? "s> USERNAME IN USE" : "s> REGISTER FAIL");
     }
-    if (code == 0) snprintf(user, sizeof user, "%s", alias);
-    say(code == 0 ? "s> REGISTER OK" : code == 1 ? "s> USERNAME IN USE" : "s> REGISTER FAIL");
+    if (short_refused) fprintf(stderr, "cartero-client-c: this server may need REGISTER <alias> <DD/MM/YYYY> [name]\n");
 }
 
 static void do_unregister(char *alias) {
@@ -112,10 +143,10 @@ static void do_unregister(char *alias) {
 static void do_connect(char *alias) {
     if (listener != NULL) {
         fprintf(stderr, "cartero-client-c: %s is already connected from this client; DISCONNECT %s first\n", connected, connected);
-        say("s> CONNECT FAIL");
+        say("s> USER ALREADY CONNECTED"); /* the statement's line for this situation */
         return;
     }
-    cartero_result r = cartero_listener_new("0.0.0.0", &listener);
+    cartero_result r = cartero_listener_new(listen_host, &listener);
     if (r != CARTERO_OK) {
         cause(r);
         say("s> CONNECT FAIL");
@@ -372,30 +403,39 @@ static int command(char *line) {
 
 int main(int argc, char **argv) {
     const char *host = NULL;
-    int port = -1;
+    int port = -1, given_listen_host = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: cartero-client-c -s <server> -p <port> [--course 2022|2025] [--listen-host <ip>]\n");
+            return 0;
+        }
+    }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-s") == 0) host = argv[i + 1];
         else if (strcmp(argv[i], "-p") == 0) port = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--course") == 0 && strcmp(argv[i + 1], "2025") == 0) sep = ", ";
         else if (strcmp(argv[i], "--course") == 0 && strcmp(argv[i + 1], "2022") == 0) sep = " / ";
+        else if (strcmp(argv[i], "--listen-host") == 0) {
+            snprintf(listen_host, sizeof listen_host, "%s", argv[i + 1]);
+            given_listen_host = 1;
+        }
         else host = NULL, i = argc; /* unknown option: usage */
     }
     if (host == NULL || port <= 0 || port > 65535) {
-        fprintf(stderr, "usage: cartero-client-c -s <server> -p <port> [--course 2022|2025]\n");
+        fprintf(stderr, "usage: cartero-client-c -s <server> -p <port> [--course 2022|2025] [--listen-host <ip>]\n");
         return 2;
     }
+    if (!given_listen_host) address_towards(host, port);
     cartero_result r = cartero_client_new(host, (uint16_t)port, 0, &client);
     if (r != CARTERO_OK) {
         cause(r);
         return 1;
     }
-    int tty = isatty(STDIN_FILENO);
     char line[4096];
     for (;;) {
-        if (tty) {
-            fputs("c> ", stdout);
-            fflush(stdout);
-        }
+        /* The prompt is printed from a pipe too, as the course's clients do. */
+        fputs("c> ", stdout);
+        fflush(stdout);
         if (fgets(line, sizeof line, stdin) == NULL) break;
         if (!command(line)) break;
     }

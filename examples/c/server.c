@@ -265,10 +265,12 @@ static uint64_t parse_ms(const char *text) {
     return 0;
 }
 
+#define USAGE                                                                                                 \
+    "usage: cartero-server-c -p <port> [--bind <ip>] [--codes ascii|raw] [--push-names spaced|underscored]\n" \
+    "                        [--request-timeout 5s] [--delivery-timeout 2s] [--grace 100ms] [--memory]\n"
+
 static void usage(void) {
-    fprintf(stderr,
-            "usage: cartero-server-c -p <port> [--bind <ip>] [--codes ascii|raw] [--push-names spaced|underscored]\n"
-            "                        [--request-timeout 5s] [--delivery-timeout 2s] [--grace 100ms] [--memory]\n");
+    fputs(USAGE, stderr);
     exit(2);
 }
 
@@ -289,6 +291,12 @@ static void display_ip(char *out, size_t cap) {
 }
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -59,6 +59,10 @@ class Session:
             return "s> USERNAME IN USE"
         except cartero.Error as e:
             cause(e)
+            # The short form against a server that waits for the statement's three fields:
+            # it answers 2, or does not answer in time.
+            if birth_date is None and (isinstance(e, cartero.ServerError) or "did not answer" in str(e)):
+                cause("this server may need REGISTER <alias> <DD/MM/YYYY> [name]")
             return "s> REGISTER FAIL"
 
     def unregister(self, alias):
@@ -76,7 +80,7 @@ class Session:
     def connect(self, alias):
         if self.listener is not None:
             cause(f"{self.connected} is already connected from this client; DISCONNECT {self.connected} first")
-            return "s> CONNECT FAIL"
+            return "s> USER ALREADY CONNECTED"  # the statement's line for this situation
         try:
             self.listener = self.client.connect(alias)
         except cartero.UserNotFound:
@@ -264,14 +268,12 @@ def main(argv=None):
             print(text, flush=True)
 
     session = Session(args.server, args.port, printer, args.normalizer, args.course)
-    interactive = sys.stdin.isatty()
     try:
         while True:
             try:
-                line = input("c> ") if interactive else sys.stdin.readline()
+                # The prompt is printed from a pipe too, as the course's clients do.
+                line = input("c> ")
             except EOFError:
-                break
-            if not interactive and line == "":
                 break
             if not command(session, line):
                 return 0

@@ -310,6 +310,19 @@ impl Drop for Listener {
     }
 }
 
+/// The local address of the socket that reaches `server`: where a listener is reachable
+/// from that server (127.0.0.1 for a local server, the LAN address for a remote one). No
+/// packet is sent. The unspecified address (every interface) when it cannot be told.
+pub fn local_address_towards(server: SocketAddr) -> IpAddr {
+    let any: SocketAddr = match server {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|socket| socket.connect(server).and_then(|_| socket.local_addr()))
+        .map_or(any.ip(), |local| local.ip())
+}
+
 /// The same client and listener for code without an async runtime.
 pub mod blocking {
     use std::io::{Read, Write};
@@ -356,6 +369,17 @@ pub mod blocking {
                 if let Some(reply) = finish_reply(&mut decoder, &mut buf, n == 0)? {
                     return Ok(reply);
                 }
+            }
+        }
+
+        /// The address a listener of this client binds by default: the local address of
+        /// the socket that reaches the server (see [`local_address_towards`]), or every
+        /// interface when the server's name does not resolve.
+        pub fn listen_host(&self) -> IpAddr {
+            let t = &self.target;
+            match (t.host.as_str(), t.port).to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(server)) => local_address_towards(server),
+                _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             }
         }
 

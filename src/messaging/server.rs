@@ -5,6 +5,7 @@
 //! task drains the engine's deliveries and runs each as its own task, at most
 //! `max_deliveries` at once; the engine guarantees at most one per user.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::messaging::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
 use crate::messaging::store::{AnyStore, Store, StoreError};
-use crate::messaging::wire::{Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
+use crate::messaging::wire::{ConnectReply, Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
 
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +133,33 @@ struct Shared {
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The RPC log's reporter, when `log_rpc` is set.
     rpclog: Option<crate::messaging::rpclog::Reporter>,
+    /// When each user's last CONNECT was answered, for the last [`CONNECT_RETRY_WINDOW`]
+    /// (at most one entry per registered user).
+    recent_connects: Mutex<HashMap<Bytes, Instant>>,
 }
 
+/// How long after a CONNECT reply a refused push is retried (SPEC 2.3): some clients start
+/// their listener only after reading the reply.
+const CONNECT_RETRY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The first pause before retrying a refused push; it doubles after each retry.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 impl Shared {
+    /// Notes that `alias`'s CONNECT was just answered 0.
+    fn connected_at(&self, alias: Bytes) {
+        let now = Instant::now();
+        let mut recent = self.recent_connects.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, at| now.duration_since(*at) < CONNECT_RETRY_WINDOW);
+        recent.insert(alias, now);
+    }
+
+    /// Until when a refused push to `alias` is retried: two seconds after its CONNECT reply.
+    fn retry_until(&self, alias: &[u8]) -> Option<Instant> {
+        let recent = self.recent_connects.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(alias).map(|at| *at + CONNECT_RETRY_WINDOW)
+    }
+
     /// Queues the engine's new changes for the store (call with the engine locked, so the
     /// queue keeps the engine's order). Returns what tells whether they became durable, if
     /// there were any; a failure to queue reads as "not durable".
@@ -313,6 +338,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             rpclog,
+            recent_connects: Mutex::new(HashMap::new()),
             engine: Mutex::new(engine),
             delivery_slots: Arc::new(Semaphore::new(config.max_deliveries.max(1))),
             config,
@@ -488,6 +514,8 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
     let _ = stream.set_nodelay(true);
     let peer_ip = canonical_ip(peer.ip());
     let mut hold = None;
+    // The alias of a successful CONNECT: its reply time starts the retry window of SPEC 2.3.
+    let mut connected = None;
     let reply = match read_request(shared, &mut stream, deadline).await {
         Ok(request) => {
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -496,6 +524,15 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
                 rpclog.report(crate::messaging::rpclog::LogEntry::of(&request));
             }
             let op = request.operation();
+            if let Request::Disconnect { alias } = &request {
+                // SPEC 2.4: the reply waits for the pushes in flight to this user and the
+                // acknowledgements owed to it, within the delivery timeout.
+                let until = Instant::now() + shared.config.engine.delivery_timeout;
+                while shared.engine().disconnect_should_wait(peer_ip, alias) && Instant::now() < until {
+                    shared.work.notify_one();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
             let (reply, durable, events) = {
                 let mut engine = shared.engine();
                 if shared.degraded.load(Ordering::Acquire)
@@ -524,6 +561,9 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
                 }
             }
             let reply = if durable { reply } else { Reply::failure(op) };
+            if let (Reply::Connect(ConnectReply::Ok), Request::Connect { alias, .. }) = (&reply, &request) {
+                connected = Some(alias.clone());
+            }
             let mut bytes = BytesMut::new();
             reply.encode(shared.config.wire.codes, &mut bytes);
             Some(bytes)
@@ -551,6 +591,9 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
             Ok(Err(e)) => tracing::debug!("reply to {peer} not written: {e}"),
             Err(_) => tracing::debug!("reply to {peer} not written in time"),
         }
+    }
+    if let Some(alias) = connected {
+        shared.connected_at(alias);
     }
     // The pushes this request caused may go now that its reply is out.
     if let Some(hold) = hold {
@@ -617,7 +660,9 @@ async fn dispatch(shared: Arc<Shared>, tasks: TaskTracker, stop: CancellationTok
 
 async fn deliver(shared: &Shared, delivery: Delivery) {
     let outcome = match delivery.push.to_bytes(shared.config.wire.push_names) {
-        Ok(bytes) => match timeout_at(Instant::from_std(delivery.deadline), push(delivery.addr, bytes)).await {
+        Ok(bytes) => match timeout_at(Instant::from_std(delivery.deadline), push_retrying(shared, &delivery, bytes))
+            .await
+        {
             Ok(Ok(())) => DeliveryOutcome::Delivered,
             Ok(Err(e)) => {
                 tracing::info!("push to {} at {} failed: {e}", String::from_utf8_lossy(&delivery.to), delivery.addr);
@@ -643,6 +688,27 @@ async fn deliver(shared: &Shared, delivery: Delivery) {
     let _ = engine.handle_delivery_result(delivery.id, outcome);
     shared.flush_events(&mut engine);
     let _ = shared.queue_changes(&mut engine);
+}
+
+/// [`push`], retried while the connection is refused within the retry window after the
+/// user's CONNECT reply (SPEC 2.3), pausing 20 ms, 40 ms, 80 ms... (the caller bounds the
+/// whole by the delivery timeout).
+async fn push_retrying(shared: &Shared, delivery: &Delivery, bytes: Bytes) -> io::Result<()> {
+    let mut pause = FIRST_RETRY_PAUSE;
+    loop {
+        match push(delivery.addr, bytes.clone()).await {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                let window = shared.retry_until(&delivery.to);
+                if window.is_none_or(|until| Instant::now() + pause >= until) {
+                    return Err(e);
+                }
+                tracing::debug!("push to {} refused; retried in {pause:?}", String::from_utf8_lossy(&delivery.to));
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Most bytes a listener may send back before the push counts as failed.

@@ -743,6 +743,10 @@ pub struct ReplyDecoder {
     stage: ReplyStage,
     /// The encoding the server used, once the code has been read.
     seen_encoding: Option<CodeEncoding>,
+    /// A NUL followed the ASCII code.
+    nul_after_code: bool,
+    /// SEND's id came as 4 binary bytes, not as text.
+    binary_id: bool,
 }
 
 /// The longest USERS entry a client reads: a name of 255 bytes, an IPv6 address, a port and
@@ -752,12 +756,32 @@ const MAX_USER_ENTRY_LEN: usize = 512;
 impl ReplyDecoder {
     pub fn new(op: Operation) -> Self {
         let max_len = if op == Operation::Users { MAX_USER_ENTRY_LEN } else { MAX_FIELD_LEN };
-        ReplyDecoder { op, codec: Codec::new(max_len), stage: ReplyStage::Code, seen_encoding: None }
+        ReplyDecoder {
+            op,
+            codec: Codec::new(max_len),
+            stage: ReplyStage::Code,
+            seen_encoding: None,
+            nul_after_code: false,
+            binary_id: false,
+        }
     }
 
     /// The code encoding the server used, once its code has been read.
     pub fn seen_encoding(&self) -> Option<CodeEncoding> {
         self.seen_encoding
+    }
+
+    /// Whether SEND's id came as a 4-byte big-endian number instead of decimal text (a
+    /// deviation some servers make; the client accepts it).
+    pub fn saw_binary_id(&self) -> bool {
+        self.binary_id
+    }
+
+    fn sent(&self, id: u32) -> Reply {
+        match self.op {
+            Operation::SendAttach => Reply::SendAttach(SendReply::Ok { id }),
+            _ => Reply::Send(SendReply::Ok { id }),
+        }
     }
 
     /// Moves on once the code is known: a finished reply, or `None` if fields follow.
@@ -802,12 +826,25 @@ impl Decoder for ReplyDecoder {
                     let Some(&next) = buf.first() else { return Ok(None) };
                     if next == 0 {
                         buf.advance(1);
+                        self.nul_after_code = true;
                     }
                     if let Some(reply) = self.after_code(code)? {
                         return Ok(Some(reply));
                     }
                 }
                 ReplyStage::Payload => {
+                    let is_send = matches!(self.op, Operation::Send | Operation::SendAttach);
+                    if is_send && buf.first().is_some_and(|&b| b < b'0') {
+                        // Not decimal text: a 4-byte big-endian id.
+                        if buf.len() < 4 {
+                            return Ok(None);
+                        }
+                        let id = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                        buf.advance(4);
+                        self.binary_id = true;
+                        self.stage = ReplyStage::Code;
+                        return Ok(Some(self.sent(id)));
+                    }
                     let Some(field) = self.codec.decode(buf)? else { return Ok(None) };
                     let n = number(field)?;
                     if self.op == Operation::Send {
@@ -847,6 +884,21 @@ impl Decoder for ReplyDecoder {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Reply>, ProtocolError> {
         if let Some(reply) = self.decode(buf)? {
             return Ok(Some(reply));
+        }
+        let is_send = matches!(self.op, Operation::Send | Operation::SendAttach);
+        if is_send
+            && matches!(self.stage, ReplyStage::Payload)
+            && self.nul_after_code
+            && buf.len() == 3
+            && buf[0] < 0x20
+        {
+            // An ASCII code followed by a binary id whose first byte, 0, was taken for the
+            // code's NUL.
+            let id = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]);
+            buf.advance(3);
+            self.binary_id = true;
+            self.stage = ReplyStage::Code;
+            return Ok(Some(self.sent(id)));
         }
         match self.stage {
             // An ASCII code the server did not follow with NUL before closing.
@@ -1213,12 +1265,27 @@ mod tests {
     }
 
     #[test]
+    fn reply_decoder_reads_a_binary_id_after_send_s_code() {
+        for bytes in [&b"\x00\x00\x00\x01\x07"[..], b"0\0\x00\x00\x01\x07", b"0\x00\x00\x01\x07"] {
+            let mut dec = ReplyDecoder::new(Operation::Send);
+            let (got, err) = drip(&mut dec, bytes);
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(got, vec![Reply::Send(SendReply::Ok { id: 263 })], "{bytes:?}");
+            assert!(dec.saw_binary_id());
+        }
+        let mut dec = ReplyDecoder::new(Operation::Send);
+        assert_eq!(drip(&mut dec, b"0\0263\0").0, vec![Reply::Send(SendReply::Ok { id: 263 })]);
+        assert!(!dec.saw_binary_id());
+    }
+
+    #[test]
     fn reply_decoder_rejects_bad_codes_and_counts() {
         let (_, err) = drip(&mut ReplyDecoder::new(Operation::Register), b"7\0");
         assert!(matches!(err, Some(ProtocolError::UnexpectedCode { op: Operation::Register, code: 7 })));
         let (_, err) = drip(&mut ReplyDecoder::new(Operation::Register), b"x");
         assert!(matches!(err, Some(ProtocolError::BadResultCode(b'x'))));
-        let (_, err) = drip(&mut ReplyDecoder::new(Operation::Send), b"0\0-1\0");
+        // (A first byte below '0' starts a binary id, so the bad text starts higher.)
+        let (_, err) = drip(&mut ReplyDecoder::new(Operation::Send), b"0\01-\0");
         assert!(matches!(err, Some(ProtocolError::BadNumber(_))));
         let (_, err) = drip(&mut ReplyDecoder::new(Operation::ConnectedUsers), b"0\099999999999\0");
         assert!(matches!(err, Some(ProtocolError::BadNumber(_))));

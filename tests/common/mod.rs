@@ -51,7 +51,13 @@ impl Proc {
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                // Console clients print their `c> ` prompt before each line they read, so an
+                // answer follows it on the same line; the prompt alone ends the output.
+                let line = without_prompts(&line);
+                if line.is_empty() {
+                    continue;
+                }
+                if tx.send(line.to_string()).is_err() {
                     return;
                 }
             }
@@ -95,6 +101,23 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `line` without the console prompts (`c> `) printed before it: a prompt is dropped when
+/// another prompt, an answer (`s> `) or nothing follows it, so that a client's own
+/// `c> FILE TRANSFER OK` line stays.
+pub fn without_prompts(mut line: &str) -> &str {
+    while let Some(rest) = line.strip_prefix("c> ") {
+        if !(rest.is_empty() || rest.starts_with("c> ") || rest.starts_with("s> ") || rest == "c>") {
+            break;
+        }
+        line = rest;
+    }
+    if line == "c>" {
+        ""
+    } else {
+        line
     }
 }
 
@@ -148,6 +171,8 @@ pub fn spec6_session(bob: &mut Proc, ana: &mut Proc) {
         ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
         ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
         ("CONNECT ana", "s> CONNECT OK"),
+        // Refused by the client itself: the statement's line for the same situation.
+        ("CONNECT ana", "s> USER ALREADY CONNECTED"),
         ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
         ("SEND bob hola   bob, que tal", "s> SEND OK - MESSAGE 1"),
     ] {
@@ -204,4 +229,42 @@ pub fn spec8_session(bob: &mut Proc, ana: &mut Proc, dir: &std::path::Path) {
     assert!(!std::path::Path::new(refused).exists());
     ana.type_line("DISCONNECT ghost");
     ana.expect(&["s> DISCONNECT FAIL, USER DOES NOT EXIST"]);
+}
+
+/// Where `alias` listens, from a USERS answer of the 2025/26 server at `port` (asked as
+/// `alias`, which must be connected).
+pub fn listener_port(port: u16, alias: &str) -> u16 {
+    let c = cartero::client::blocking::Client::new("127.0.0.1", port).with_timeout(LIMIT);
+    match c.users(Some(alias.as_bytes())).unwrap() {
+        cartero::wire::UsersReply::Ok { users } => {
+            users.iter().find(|u| u.name == alias.as_bytes()).map(|u| u.port).expect("the alias is listed")
+        }
+        other => panic!("USERS: {other:?}"),
+    }
+}
+
+/// Whether something accepts connections at `ip:port` (a connection made is closed at once).
+pub fn accepts(ip: &str, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&format!("{ip}:{port}").parse().unwrap(), Duration::from_secs(2)).is_ok()
+}
+
+/// A console client (`program` with `pre` before the usual arguments) connects `alias` to
+/// the 2025/26 server at `port`: its listener takes connections on 127.0.0.1 and, unless
+/// `extra` widens it, not on 127.0.0.2 (another loopback address of this machine).
+pub fn listener_binds_the_address_towards_the_server(program: &str, pre: &[&str], port: u16) {
+    let p = port.to_string();
+    for (alias, extra, on_other) in [("lh1", &[][..], false), ("lh2", &["--listen-host", "0.0.0.0"][..], true)] {
+        let mut args: Vec<&str> = pre.to_vec();
+        args.extend(["-s", "127.0.0.1", "-p", &p, "--course", "2025"]);
+        args.extend(extra);
+        let mut client = Proc::start_program(program, &args);
+        client.type_line(&format!("REGISTER {alias}"));
+        client.type_line(&format!("CONNECT {alias}"));
+        client.expect(&["s> REGISTER OK", "s> CONNECT OK"]);
+        let listening = listener_port(port, alias);
+        assert!(accepts("127.0.0.1", listening), "{alias}");
+        assert_eq!(accepts("127.0.0.2", listening), on_other, "{alias} with {extra:?}");
+        client.type_line(&format!("DISCONNECT {alias}"));
+        client.expect(&["s> DISCONNECT OK"]);
+    }
 }

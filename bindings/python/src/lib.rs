@@ -202,14 +202,21 @@ impl Client {
         })
     }
 
-    /// CONNECT a user: opens a Listener on a free port of `listen_host` and tells the server
-    /// to push there. Raises UserNotFound, AlreadyConnected, ServerError.
-    #[pyo3(signature = (alias, *, listen_host="0.0.0.0"))]
-    fn connect(&self, py: Python<'_>, alias: &str, listen_host: &str) -> PyResult<Listener> {
+    /// CONNECT a user: opens a Listener on a free port of `listen_host` (by default this
+    /// machine's address towards the server, 127.0.0.1 for a local server) and tells the
+    /// server to push there. Raises UserNotFound, AlreadyConnected, ServerError.
+    #[pyo3(signature = (alias, *, listen_host=None))]
+    fn connect(&self, py: Python<'_>, alias: &str, listen_host: Option<&str>) -> PyResult<Listener> {
         guarded(py, || {
-            let ip: IpAddr = listen_host
-                .parse()
-                .map_err(|_| PyValueError::new_err(format!("{listen_host:?} is not an IP address")))?;
+            let ip: IpAddr = match listen_host {
+                None => {
+                    let inner = self.inner.clone();
+                    py.detach(move || inner.listen_host())
+                }
+                Some(host) => {
+                    host.parse().map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?
+                }
+            };
             let listener = blocking::Listener::bind_offering(ip, self.offers.clone())
                 .map_err(|e| error(py, "ConnectionFailed", format!("cannot listen on {ip}: {e}")))?;
             let port = listener.port();
@@ -220,7 +227,11 @@ impl Client {
             match self.call(py, request)? {
                 Reply::Connect(ConnectReply::Ok) => {
                     self.set_user(alias);
-                    Ok(Listener { inner: Arc::new(Mutex::new(Some(listener))), port })
+                    Ok(Listener {
+                        inner: Arc::new(Mutex::new(Some(listener))),
+                        port,
+                        connected: Some((self.inner.clone(), alias.to_string())),
+                    })
                 }
                 Reply::Connect(ConnectReply::NoSuchUser) => {
                     Err(error(py, "UserNotFound", format!("no user {alias:?}")))
@@ -418,6 +429,8 @@ fn push_to_py(py: Python<'_>, push: Push) -> PyResult<Py<PyAny>> {
 struct Listener {
     inner: Arc<Mutex<Option<blocking::Listener>>>,
     port: u16,
+    /// The client and alias whose CONNECT opened it: `with` DISCONNECTs that user on exit.
+    connected: Option<(blocking::Client, String)>,
 }
 
 impl Listener {
@@ -490,8 +503,15 @@ impl Listener {
         slf
     }
 
+    /// Leaving `with client.connect(alias)` DISCONNECTs the user (if it is still connected),
+    /// then closes the listener.
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        let is_open = self.inner.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if let (true, Some((client, alias))) = (is_open, self.connected.clone()) {
+            // Already disconnected, or the server is gone: nothing more to do on the way out.
+            let _ = py.detach(move || client.disconnect(alias.as_bytes()));
+        }
         self.close(py);
         false
     }

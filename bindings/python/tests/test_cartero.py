@@ -261,3 +261,39 @@ def test_a_bad_request_to_the_python_server_gets_the_error_code():
     with pytest.raises(cartero.BadRequest):
         unknown.feed(b"HELLO\0")
     assert unknown.error_reply() == b""
+
+
+def test_leaving_with_connect_disconnects_the_user(client):
+    client.register("Ana", "ana", "01/01/2000")
+    with client.connect("ana"):
+        assert client.connected_users("ana") == ["ana"]
+    with pytest.raises(cartero.NotConnected):
+        client.disconnect("ana")
+    with client.connect("ana"):  # connected again: the exit left nothing behind
+        client.disconnect("ana")  # a DISCONNECT already made is fine on exit
+
+
+def test_the_listener_binds_the_address_towards_the_server_unless_told(client):
+    def accepts(ip, port):
+        with socket.socket() as s:
+            s.settimeout(2)
+            return s.connect_ex((ip, port)) == 0
+
+    client.register("Ana", "ana", "01/01/2000")
+    with client.connect("ana") as inbox:
+        assert accepts("127.0.0.1", inbox.port)
+        assert not accepts("127.0.0.2", inbox.port)  # 127.0.0.1 only, not every interface
+    with client.connect("ana", listen_host="0.0.0.0") as inbox:
+        assert accepts("127.0.0.2", inbox.port)
+
+
+def test_public_exceptions_are_named_as_cartero_attributes(client):
+    import traceback
+
+    client.register("Ana", "ana", "01/01/2000")
+    with pytest.raises(cartero.AliasInUse) as info:
+        client.register("Ana", "ana", "01/01/2000")
+    assert traceback.format_exception_only(info.type, info.value)[0].startswith("cartero.AliasInUse: ")
+    for name in ["Error", "AliasInUse", "UserNotFound", "AlreadyConnected", "NotConnected", "ServerError",
+                 "ConnectionFailed", "InvalidField", "BadRequest", "FileTransferFailed"]:
+        assert getattr(cartero, name).__module__ == "cartero", name

@@ -14,6 +14,14 @@ LOCAL = "127.0.0.1"
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "python")
 
 
+def without_prompts(line):
+    """The line without the `c> ` prompts printed before it (kept before a client's own
+    `c> FILE TRANSFER ...` line)."""
+    while line.startswith("c> ") and (line[3:] == "" or line[3:].startswith(("c> ", "s> "))):
+        line = line[3:]
+    return line
+
+
 class Console:
     """examples/python/client.py as a process fed line by line."""
 
@@ -28,12 +36,23 @@ class Console:
 
     def expect(self, *lines):
         for want in lines:
-            got = self.proc.stdout.readline().rstrip("\n")
-            assert got == want
+            raw = self.proc.stdout.readline()
+            while raw and without_prompts(raw.rstrip("\n")) == "":
+                raw = self.proc.stdout.readline()
+            assert without_prompts(raw.rstrip("\n")) == want
 
     def finish(self):
         out, err = self.proc.communicate(timeout=20)
-        return self.proc.returncode, out, err
+        lines = [line for line in map(without_prompts, out.splitlines()) if line]
+        return self.proc.returncode, "".join(line + "\n" for line in lines), err
+
+
+def test_the_python_console_client_prints_the_prompt_from_a_pipe():
+    with cartero.serve(0) as server:
+        out = subprocess.run(
+            [sys.executable, os.path.join(EXAMPLES, "client.py"), "-s", LOCAL, "-p", str(server.port)],
+            input="REGISTER piped\nFOO\nQUIT\n", capture_output=True, text=True, timeout=20)
+        assert out.stdout == "c> s> REGISTER OK\nc> c> "
 
 
 def test_the_python_console_client_prints_the_spec_lines():
@@ -52,6 +71,7 @@ def test_the_python_console_client_prints_the_spec_lines():
             ("DISCONNECT ana", "s> DISCONNECT FAIL / USER NOT CONNECTED"),
             ("CONNECTEDUSERS", "s> CONNECTED USERS FAIL / USER IS NOT CONNECTED"),
             ("CONNECT ana", "s> CONNECT OK"),
+            ("CONNECT ana", "s> USER ALREADY CONNECTED"),  # refused by the client itself
             ("SEND ghost hola", "s> SEND FAIL / USER DOES NOT EXIST"),
             ("SEND bob hola   bob", "s> SEND OK - MESSAGE 1"),
         ]:
@@ -213,3 +233,12 @@ def test_the_window_registers_connects_sends_and_shows_pushes(display, tmp_path)
             app.buttons["DISCONNECT"].invoke()
             assert pane(app.server_pane)[-1] == "s> DISCONNECT OK"
         root.destroy()
+
+
+def test_rerunning_the_python_console_client_is_handled():
+    with cartero.serve(0) as server:
+        for expected in ["c> s> REGISTER OK\nc> ", "c> s> USERNAME IN USE\nc> "]:
+            out = subprocess.run(
+                [sys.executable, os.path.join(EXAMPLES, "client.py"), "-s", LOCAL, "-p", str(server.port)],
+                input="REGISTER again\n", capture_output=True, text=True, timeout=20)
+            assert (out.returncode, out.stdout) == (0, expected) and "Traceback" not in out.stderr, out.stderr

@@ -6,7 +6,7 @@
 //! with real ones, and are disconnected and unregistered at the end.
 
 use std::io::{IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -46,10 +46,21 @@ struct ServerArgs {
     /// Print the results as JSON instead of lines.
     #[arg(long)]
     json: bool,
+    /// The address the checker's listeners bind (default: this machine's address towards
+    /// the server, 127.0.0.1 for a local server).
+    #[arg(long)]
+    listen_host: Option<IpAddr>,
     /// How long each step may take.
     #[arg(long, default_value = "3s", value_parser = crate::cli::common::duration)]
     timeout: Duration,
+    /// How long the whole run may take; the clauses not reached by then are not run.
+    #[arg(long, default_value = "60s", value_parser = crate::cli::common::duration)]
+    deadline: Duration,
 }
+
+/// Requests in a row that get no answer at all before the checker stops: the server has
+/// stopped answering.
+const SILENT_IN_A_ROW: u32 = 3;
 
 /// One clause's result.
 struct Outcome {
@@ -66,6 +77,8 @@ struct Answer {
     reply: Reply,
     encoding: Option<CodeEncoding>,
     raw: Vec<u8>,
+    /// SEND's id came as 4 binary bytes rather than decimal text.
+    binary_id: bool,
 }
 
 impl Answer {
@@ -82,8 +95,12 @@ struct Inbox {
 }
 
 impl Inbox {
-    fn open() -> Result<Inbox, String> {
-        let listener = TcpListener::bind("0.0.0.0:0").map_err(|e| format!("cannot open a listener: {e}"))?;
+    fn open(host: IpAddr) -> Result<Inbox, String> {
+        Inbox::open_on(host, 0)
+    }
+
+    fn open_on(host: IpAddr, port: u16) -> Result<Inbox, String> {
+        let listener = TcpListener::bind((host, port)).map_err(|e| format!("cannot open a listener on {host}: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (tx, pushes) = channel();
         std::thread::spawn(move || {
@@ -123,6 +140,8 @@ impl Inbox {
 
 struct Checker {
     server: SocketAddr,
+    /// Where the checker's listeners bind.
+    listen_host: IpAddr,
     timeout: Duration,
     codes: CodeEncoding,
     push_names: PushNames,
@@ -132,6 +151,14 @@ struct Checker {
     made: Vec<String>,
     /// Groups of clauses not run, and why (one line each in the report).
     skipped: Vec<String>,
+    /// When the whole run must end.
+    deadline: Instant,
+    /// Requests in a row that got no answer (no connection, or nothing within the timeout).
+    silent: std::cell::Cell<u32>,
+    /// Why the run stopped early, once it has.
+    stopped: std::cell::RefCell<Option<String>>,
+    /// The clause after which it stopped.
+    stopped_after: Option<&'static str>,
 }
 
 /// How a request is shown in the report.
@@ -148,11 +175,56 @@ impl Checker {
         format!("{}{name}", self.prefix)
     }
 
-    /// Sends the fields (operation first) on a new connection and reads the reply.
+    /// Sends the fields (operation first) on a new connection and reads the reply; counts the
+    /// requests left unanswered in a row and stops the run when the server stopped answering
+    /// or the overall deadline passed.
     fn exchange(&self, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
+        if let Some(why) = self.stopped.borrow().as_ref() {
+            return Err(format!("not run: {why}"));
+        }
+        if Instant::now() >= self.deadline {
+            *self.stopped.borrow_mut() = Some("the overall deadline passed (see --deadline)".into());
+            return Err("not run: the overall deadline passed".into());
+        }
+        let result = self.exchange_once(None, fields, half_close);
+        let silent = match &result {
+            Err(e) if e.starts_with("cannot connect") || e.starts_with("no reply") || e.starts_with("no complete") => {
+                self.silent.get() + 1
+            }
+            _ => 0,
+        };
+        self.silent.set(silent);
+        if silent >= SILENT_IN_A_ROW {
+            *self.stopped.borrow_mut() =
+                Some(format!("the server stopped answering ({silent} requests in a row got no answer)"));
+        }
+        result
+    }
+
+    /// [`exchange`](Self::exchange) from another local address (the IP rules of SPEC 2).
+    fn exchange_from(&self, source: IpAddr, fields: &[&[u8]]) -> Result<Answer, String> {
+        if let Some(why) = self.stopped.borrow().as_ref() {
+            return Err(format!("not run: {why}"));
+        }
+        self.exchange_once(Some(source), fields, true)
+    }
+
+    fn connect_from(&self, source: Option<IpAddr>) -> Result<TcpStream, String> {
+        let Some(source) = source else {
+            return TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"));
+        };
+        let socket = socket2::Socket::new(socket2::Domain::for_address(self.server), socket2::Type::STREAM, None)
+            .map_err(|e| format!("cannot open a socket: {e}"))?;
+        socket.bind(&SocketAddr::new(source, 0).into()).map_err(|e| format!("cannot use {source} here: {e}"))?;
+        socket
+            .connect_timeout(&self.server.into(), self.timeout)
+            .map_err(|e| format!("cannot connect from {source}: {e}"))?;
+        Ok(socket.into())
+    }
+
+    fn exchange_once(&self, source: Option<IpAddr>, fields: &[&[u8]], half_close: bool) -> Result<Answer, String> {
         let op = Operation::from_name(fields[0]);
-        let mut stream =
-            TcpStream::connect_timeout(&self.server, self.timeout).map_err(|e| format!("cannot connect: {e}"))?;
+        let mut stream = self.connect_from(source)?;
         let _ = stream.set_read_timeout(Some(self.timeout));
         let _ = stream.set_write_timeout(Some(self.timeout));
         let mut bytes = Vec::new();
@@ -193,7 +265,10 @@ impl Checker {
             buf.extend_from_slice(&chunk[..n]);
             let decoded = if n == 0 { decoder.decode_eof(&mut buf) } else { decoder.decode(&mut buf) };
             match decoded {
-                Ok(Some(reply)) => return Ok(Answer { reply, encoding: decoder.seen_encoding(), raw }),
+                Ok(Some(reply)) => {
+                    let (encoding, binary_id) = (decoder.seen_encoding(), decoder.saw_binary_id());
+                    return Ok(Answer { reply, encoding, raw, binary_id });
+                }
                 Ok(None) if n == 0 => return Err("closed without a reply".into()),
                 Ok(None) => {}
                 Err(e) => return Err(format!("not a valid reply ({e}): {}", Escaped(&raw))),
@@ -210,6 +285,12 @@ impl Checker {
         got: Result<String, String>,
         pass: bool,
     ) {
+        if self.stopped_after.is_some() {
+            return; // the run stopped before this clause
+        }
+        if self.stopped.borrow().is_some() {
+            self.stopped_after = Some(id);
+        }
         let got = got.unwrap_or_else(|e| format!("ERROR: {e}"));
         self.outcomes.push(Outcome { id, title, sent, expected, got, pass });
     }
@@ -227,6 +308,13 @@ impl Checker {
                         "{got}: result code in {} encoding, not {}: {}",
                         answer.encoding.map_or("no".into(), |e| e.to_string()),
                         self.codes,
+                        Escaped(&answer.raw)
+                    );
+                }
+                if pass && answer.binary_id {
+                    pass = false;
+                    got = format!(
+                        "{got}: the id came as 4 binary bytes (big-endian), not as decimal text ending in NUL: {}",
                         Escaped(&answer.raw)
                     );
                 }
@@ -251,8 +339,98 @@ impl Checker {
         ok
     }
 
+    /// Registers a user of this run for one clause alone (not a clause itself).
+    fn fresh(&mut self, name: &str) -> Option<Vec<u8>> {
+        let alias = self.user(name);
+        let answer = self.exchange(&[b"REGISTER", b"Check User", alias.as_bytes(), b"01/02/2000"], true).ok()?;
+        (answer.reply.code() == 0).then(|| {
+            self.made.push(alias.clone());
+            alias.into_bytes()
+        })
+    }
+
+    /// SPEC 2.2, 2.4, 2.5: a connected user's DISCONNECT, SEND and UNREGISTER come from the IP
+    /// it connected from. Checked from 127.0.0.2 (which the loopback accepts on Linux) when
+    /// the server is on 127.0.0.1; skipped with one line otherwise.
+    fn ip_rules(&mut self) {
+        let other: IpAddr = [127, 0, 0, 2].into();
+        if self.server.ip() != IpAddr::from([127, 0, 0, 1]) {
+            self.skipped.push("the IP rules: they are checked only against a server on 127.0.0.1".into());
+            return;
+        }
+        let Ok(inbox) = Inbox::open(self.listen_host) else { return };
+        let (Some(ivy), Some(jon)) = (self.fresh("ivy"), self.fresh("jon")) else { return };
+        let port = inbox.port.to_string();
+        if self.exchange(&[b"CONNECT", &ivy, port.as_bytes()], true).map(|a| a.reply.code()) != Ok(0) {
+            return;
+        }
+        let cases: [(&'static str, &'static str, Vec<&[u8]>, u8); 3] = [
+            ("I1", "DISCONNECT from another IP than the user's answers 3", vec![b"DISCONNECT", &ivy], 3),
+            ("I2", "SEND from another IP than the connected sender's answers 2", vec![b"SEND", &ivy, &jon, b"x"], 2),
+            ("I3", "UNREGISTER from another IP than the connected user's answers 2", vec![b"UNREGISTER", &ivy], 2),
+        ];
+        for (id, title, fields, want) in cases {
+            let sent = format!("{} (from {other})", show_fields(&fields));
+            let expected = format!("{want} ({})", self.codes);
+            match self.exchange_from(other, &fields) {
+                Ok(answer) => {
+                    let pass = answer.reply.code() == want;
+                    self.record(id, title, sent, expected, Ok(answer.show()), pass);
+                }
+                Err(e) if e.starts_with("cannot use") => {
+                    self.skipped.push(format!("the IP rules: {e}"));
+                    return;
+                }
+                Err(e) => self.record(id, title, sent, expected, Err(e), false),
+            }
+        }
+        let _ = self.exchange(&[b"DISCONNECT", &ivy], true);
+    }
+
+    /// SPEC 2.3: a listener that starts only after the CONNECT reply (as some clients do)
+    /// still gets the pending message: the server retries a refused push for 2 s.
+    fn late_listener(&mut self) {
+        let (Some(kim), Some(lee)) = (self.fresh("kim"), self.fresh("lee")) else { return };
+        let sent = "SEND to an offline user, CONNECT at a port listened on only 200 ms after the reply".to_string();
+        let expected = "the message pushed".to_string();
+        let result = (|| {
+            let port = TcpListener::bind((self.listen_host, 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("cannot reserve a port: {e}"))?
+                .port();
+            // The sender connected too: some servers refuse SEND from one that is not.
+            let kim_in = Inbox::open(self.listen_host)?;
+            self.exchange(&[b"CONNECT", &kim, kim_in.port.to_string().as_bytes()], true)?;
+            let answer = self.exchange(&[b"SEND", &kim, &lee, b"late"], true)?;
+            if answer.reply.code() != 0 {
+                return Err(format!("the SEND was answered {}", answer.show()));
+            }
+            let answer = self.exchange(&[b"CONNECT", &lee, port.to_string().as_bytes()], true)?;
+            if answer.reply.code() != 0 {
+                return Err(format!("the CONNECT was answered {}", answer.show()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let inbox = Inbox::open_on(self.listen_host, port)?;
+            inbox.next(self.timeout).map(|(push, _, _)| super::show::push_fields(&push))
+        })();
+        let pass = result.is_ok();
+        self.record(
+            "P13",
+            "a listener started after the CONNECT reply still gets the message",
+            sent,
+            expected,
+            result,
+            pass,
+        );
+        let _ = self.exchange(&[b"DISCONNECT", &lee], true);
+        let _ = self.exchange(&[b"DISCONNECT", &kim], true);
+    }
+
     /// Checks one push: the kind, the fields and the spelling.
     fn expect_push(&mut self, id: &'static str, title: &'static str, inbox: &Inbox, want: &Push) {
+        if self.stopped.borrow().is_some() {
+            return; // no push is worth waiting for now
+        }
         let expected = format!("{} {}", want.name(self.push_names), super::show::push_fields(want));
         match inbox.next(self.timeout) {
             Ok((push, names, raw)) => {
@@ -306,7 +484,7 @@ impl Checker {
         self.register("R6", "dan", "REGISTER of a fourth user answers 0");
 
         // SPEC 2.3 and 2.4
-        let inboxes = (Inbox::open(), Inbox::open(), Inbox::open());
+        let inboxes = (Inbox::open(self.listen_host), Inbox::open(self.listen_host), Inbox::open(self.listen_host));
         let (Ok(ana_in), Ok(bob_in), Ok(eve_in)) = inboxes else {
             self.record(
                 "C0",
@@ -319,7 +497,10 @@ impl Checker {
             return;
         };
         self.expect_code("C1", "CONNECT of an unknown user answers 1", &[b"CONNECT", &ghost, b"4000"], 1);
-        self.expect_code("C2", "CONNECT with a port that is not 1..65535 answers 3", &[b"CONNECT", &d, b"0"], 3);
+        // Its own user: a server that accepts the port leaves no connected user for others.
+        if let Some(p0) = self.fresh("port0") {
+            self.expect_code("C2", "CONNECT with a port that is not 1..65535 answers 3", &[b"CONNECT", &p0, b"0"], 3);
+        }
         let (pa, pb, pe) = (ana_in.port.to_string(), bob_in.port.to_string(), eve_in.port.to_string());
         self.expect_code("C3", "CONNECT of a registered user answers 0", &[b"CONNECT", &a, pa.as_bytes()], 0);
         self.expect_code("C4", "CONNECT of a connected user answers 2", &[b"CONNECT", &a, pa.as_bytes()], 2);
@@ -390,7 +571,10 @@ impl Checker {
         self.expect_code("P10", "CONNECT of the other sender answers 0", &[b"CONNECT", &e, pe.as_bytes()], 0);
         self.expect_code("P11", "and its DISCONNECT answers 0", &[b"DISCONNECT", &e], 0);
         let sent = show_fields(&[b"SEND", &e, &b, b"no ack for eve"]);
-        let quiet = self.exchange(&[b"SEND", &e, &b, b"no ack for eve"], true).and_then(|_| {
+        let quiet = self.exchange(&[b"SEND", &e, &b, b"no ack for eve"], true).and_then(|answer| {
+            if answer.reply.code() != 0 {
+                return Err(format!("the SEND was answered {}", answer.show()));
+            }
             bob_in.next(self.timeout).map(|_| ())?;
             eve_in.quiet_for(Duration::from_millis(500))
         });
@@ -455,23 +639,32 @@ impl Checker {
             self.expect_code("U5", "its UNREGISTER answers 0", &[b"UNREGISTER", &z], 0);
             self.made.retain(|u| u != &zed);
             let sent = "REGISTER and CONNECT the same alias again".to_string();
-            let result = Inbox::open().and_then(|inbox| {
+            let result = Inbox::open(self.listen_host).and_then(|inbox| {
                 let port = inbox.port.to_string();
                 self.exchange(&[b"REGISTER", b"Check User", &z, b"01/02/2000"], true)?;
                 self.made.push(zed.clone());
                 self.exchange(&[b"CONNECT", &z, port.as_bytes()], true)?;
-                inbox.quiet_for(Duration::from_secs(1)).map(|_| "nothing pushed".to_string())
+                // Pushes to one user keep their order: the first one must be this marker,
+                // with nothing of the old user's before it (no waiting on a clock).
+                self.exchange(&[b"SEND", &a, &z, b"marker"], true)?;
+                match inbox.next(self.timeout)? {
+                    (Push::Message { body, .. }, _, _) if &body[..] == b"marker" => Ok("only the new message".into()),
+                    (push, _, raw) => Err(format!("got {} first: {}", super::show::push_fields(&push), Escaped(&raw))),
+                }
             });
             let pass = result.is_ok();
             self.record(
                 "U6",
                 "UNREGISTER dropped the pending message: the new user gets nothing",
                 sent,
-                "nothing pushed".into(),
+                "only the new message (sent after the CONNECT)".into(),
                 result,
                 pass,
             );
         }
+
+        self.ip_rules();
+        self.late_listener();
 
         // SPEC 4
         self.bad_input();
@@ -572,8 +765,13 @@ impl Checker {
 
     /// Bad input must get the operation's error code (or nothing) and leave the server serving.
     fn bad_input(&mut self) {
-        let serving =
-            |c: &mut Checker| c.exchange(&[b"CONNECTEDUSERS", c.user("dan").as_bytes()], true).map(|a| a.reply.code());
+        // Any answer shows the server alive: one that reads only the operation and closes
+        // resets the connection over the alias it did not read, and still serves.
+        let serving = |c: &mut Checker| match c.exchange(&[b"CONNECTEDUSERS", c.user("dan").as_bytes()], true) {
+            Ok(a) => Ok(a.reply.code()),
+            Err(e) if e.contains("reset") || e == "closed without a reply" => Ok(0),
+            Err(e) => Err(e),
+        };
         let sent = "HELLO \"x\"".to_string();
         let result = match self.exchange(&[b"HELLO", b"x"], true) {
             Err(e) if e == "closed without a reply" => serving(self).map(|_| "closed, no reply; still serving".into()),
@@ -589,6 +787,21 @@ impl Checker {
             result,
             pass,
         );
+
+        // A trailing empty field after a complete request changes nothing (the server may
+        // ignore what follows the request).
+        let trailing = self.user("trail");
+        if self
+            .expect_code(
+                "B5",
+                "a REGISTER followed by an extra empty field answers 0",
+                &[b"REGISTER", b"Check User", trailing.as_bytes(), b"01/02/2000", b""],
+                0,
+            )
+            .is_some_and(|a| a.reply.code() == 0)
+        {
+            self.made.push(trailing);
+        }
 
         let long = vec![b'x'; 300];
         self.expect_code(
@@ -648,10 +861,18 @@ impl Checker {
     }
 }
 
-/// Finds the server's code encoding and push spelling with two users of its own.
-fn detect(server: SocketAddr, timeout: Duration, prefix: &str) -> Result<(CodeEncoding, PushNames), String> {
+/// Finds the server's code encoding and push spelling with two users of its own, both
+/// connected (some servers refuse SEND from a sender that is not). The code encoding found
+/// is kept even when the push spelling cannot be found.
+fn detect(
+    server: SocketAddr,
+    listen_host: IpAddr,
+    timeout: Duration,
+    prefix: &str,
+) -> (Option<CodeEncoding>, Result<PushNames, String>) {
     let probe = Checker {
         server,
+        listen_host,
         timeout,
         codes: CodeEncoding::Ascii,
         push_names: PushNames::Spaced,
@@ -659,21 +880,36 @@ fn detect(server: SocketAddr, timeout: Duration, prefix: &str) -> Result<(CodeEn
         outcomes: vec![],
         made: vec![],
         skipped: vec![],
+        deadline: Instant::now() + timeout * 10,
+        silent: Default::default(),
+        stopped: Default::default(),
+        stopped_after: None,
     };
     let (x, y) = (probe.user("x"), probe.user("y"));
-    let reg = probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true)?;
-    let codes = reg.encoding.ok_or("no result code")?;
-    probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
-    let inbox = Inbox::open()?;
-    let port = inbox.port.to_string();
-    probe.exchange(&[b"CONNECT", y.as_bytes(), port.as_bytes()], true)?;
-    probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
-    let names = inbox.next(timeout).map(|(_, names, _)| names);
+    let codes = match probe.exchange(&[b"REGISTER", b"Check User", x.as_bytes(), b"01/02/2000"], true) {
+        Ok(reg) => reg.encoding,
+        Err(e) => return (None, Err(e)),
+    };
+    let names = (|| {
+        probe.exchange(&[b"REGISTER", b"Check User", y.as_bytes(), b"01/02/2000"], true)?;
+        let (x_in, y_in) = (Inbox::open(probe.listen_host)?, Inbox::open(probe.listen_host)?);
+        let (px, py) = (x_in.port.to_string(), y_in.port.to_string());
+        probe.exchange(&[b"CONNECT", x.as_bytes(), px.as_bytes()], true)?;
+        probe.exchange(&[b"CONNECT", y.as_bytes(), py.as_bytes()], true)?;
+        let sent = probe.exchange(&[b"SEND", x.as_bytes(), y.as_bytes(), b"probe"], true)?;
+        if sent.reply.code() != 0 {
+            return Err(format!("the probe's SEND was answered {}", sent.show()));
+        }
+        let names = y_in.next(timeout).map(|(_, names, _)| names)?;
+        // The acknowledgement, if any, is let through before the clean-up.
+        let _ = x_in.next(Duration::from_millis(200).min(timeout));
+        names.ok_or_else(|| "the probe's push has no known name".to_string())
+    })();
     for alias in [&x, &y] {
         let _ = probe.exchange(&[b"DISCONNECT", alias.as_bytes()], true);
         let _ = probe.exchange(&[b"UNREGISTER", alias.as_bytes()], true);
     }
-    Ok((codes, names?.ok_or("no push")?))
+    (codes, names)
 }
 
 fn json_string(s: &str) -> String {
@@ -721,6 +957,20 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let started = Instant::now();
+    // Said once, first: a server that cannot be reached makes every clause meaningless. The
+    // probe is a request that changes nothing (a CONNECTEDUSERS for a user that does not exist).
+    match TcpStream::connect_timeout(&server, args.timeout) {
+        Ok(mut probe) => {
+            let _ = probe.write_all(b"CONNECTEDUSERS\0ck_probe_nobody\0");
+            let _ = probe.shutdown(Shutdown::Write);
+        }
+        Err(e) => {
+            eprintln!("cartero: cannot connect to the server at {server}: {e}; no clause was run");
+            return ExitCode::from(2);
+        }
+    }
+    let listen_host = args.listen_host.unwrap_or_else(|| crate::messaging::client::local_address_towards(server));
     // Random per run (the standard library seeds RandomState randomly).
     let random = {
         use std::hash::{BuildHasher, Hasher};
@@ -729,21 +979,31 @@ pub fn run(args: Args) -> ExitCode {
     let prefix = format!("ck{:06x}_", random & 0xff_ffff);
     let (mut codes, mut push_names) = (args.codes, args.push_names);
     if args.auto {
-        match detect(server, args.timeout, &prefix) {
-            Ok((c, p)) => {
-                codes = c;
+        let (found_codes, found_names) = detect(server, listen_host, args.timeout, &prefix);
+        codes = found_codes.unwrap_or(codes);
+        let line = match (found_codes, found_names) {
+            (Some(c), Ok(p)) => {
                 push_names = p;
-                if !args.json {
-                    println!("detected: result codes {c}, push names {p}");
-                }
+                format!("detected: result codes {c}, push names {p}")
             }
-            Err(e) => {
-                eprintln!("cartero: cannot detect the server's settings: {e}; checking against --codes {codes} --push-names {push_names}");
+            (Some(c), Err(e)) => {
+                format!("detected: result codes {c}; push names not detected ({e}), checked as {push_names}")
             }
+            (None, Err(e)) => {
+                format!("not detected ({e}): checked as result codes {codes}, push names {push_names}")
+            }
+            (None, Ok(p)) => {
+                push_names = p;
+                format!("detected: push names {p}; result codes not detected, checked as {codes}")
+            }
+        };
+        if !args.json {
+            println!("{line}");
         }
     }
     let mut checker = Checker {
         server,
+        listen_host,
         timeout: args.timeout,
         codes,
         push_names,
@@ -751,6 +1011,10 @@ pub fn run(args: Args) -> ExitCode {
         outcomes: vec![],
         made: vec![],
         skipped: vec![],
+        deadline: started + args.deadline,
+        silent: Default::default(),
+        stopped: Default::default(),
+        stopped_after: None,
     };
     checker.run();
     checker.clean_up();
@@ -774,9 +1038,13 @@ pub fn run(args: Args) -> ExitCode {
             .collect();
         let skipped: Vec<String> = checker.skipped.iter().map(|s| json_string(s)).collect();
         println!(
-            "{{\"server\":{},\"codes\":\"{codes}\",\"push_names\":\"{push_names}\",\"passed\":{},\"failed\":{failed},\"skipped\":[{}],\"clauses\":[{}]}}",
+            "{{\"server\":{},\"codes\":\"{codes}\",\"push_names\":\"{push_names}\",\"passed\":{},\"failed\":{failed},\"stopped\":{},\"skipped\":[{}],\"clauses\":[{}]}}",
             json_string(&server.to_string()),
             total - failed,
+            match (checker.stopped_after, checker.stopped.borrow().as_ref()) {
+                (Some(after), Some(why)) => format!("{{\"after\":{},\"why\":{}}}", json_string(after), json_string(why)),
+                _ => "null".into(),
+            },
             skipped.join(","),
             items.join(",")
         );
@@ -797,7 +1065,12 @@ pub fn run(args: Args) -> ExitCode {
         for why in &checker.skipped {
             println!("SKIP {why}");
         }
-        println!("check: {} passed, {failed} failed", total - failed);
+        match (checker.stopped_after, checker.stopped.borrow().as_ref()) {
+            (Some(after), Some(why)) => {
+                println!("check: stopped after {after}: {why}; {} passed, {failed} failed", total - failed)
+            }
+            _ => println!("check: {} passed, {failed} failed", total - failed),
+        }
     }
     if failed == 0 {
         ExitCode::SUCCESS

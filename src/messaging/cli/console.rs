@@ -6,7 +6,7 @@
 //! failures and usage hints go to standard error.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,10 @@ pub struct Args {
     /// How GETFILE reads the other listener's answer: `auto`, `sized`, `zero-byte` or `raw`.
     #[arg(long, default_value = "auto")]
     file_answer: AnswerForm,
+    /// The address the listener binds (default: this machine's address towards the server,
+    /// 127.0.0.1 for a local server; 0.0.0.0 for every interface).
+    #[arg(long)]
+    listen_host: Option<IpAddr>,
 }
 
 /// The user connected from this client, with its listener and the thread printing pushes.
@@ -75,6 +79,8 @@ struct Console {
     offers: Offers,
     /// Where each user listens, from the last USERS answer.
     known: HashMap<String, SocketAddr>,
+    /// Where listeners bind, when given.
+    listen_host: Option<IpAddr>,
     /// Held from a SEND's request to its printed reply, so that its acknowledgement (a push
     /// the listener may get first) never prints above the reply.
     replying: Arc<Mutex<()>>,
@@ -179,6 +185,10 @@ impl Console {
                 self.client.register(full_name, alias, date)
             }
         };
+        // The short form against a server that waits for the statement's three fields: it
+        // times out, or answers 2.
+        let short_form_refused =
+            args.len() == 1 && matches!(result, Ok(RegisterReply::Error) | Err(ClientError::Timeout { .. }));
         let line = match result {
             Ok(RegisterReply::Ok) => {
                 self.user = Some(alias.to_string());
@@ -191,6 +201,9 @@ impl Console {
                 "s> REGISTER FAIL"
             }
         };
+        if short_form_refused {
+            eprintln!("cartero: this server may need REGISTER <alias> <DD/MM/YYYY> [name]");
+        }
         self.out(line);
     }
 
@@ -214,15 +227,17 @@ impl Console {
 
     fn connect(&mut self, alias: &str) {
         if let Some(c) = &self.connection {
+            // The statement's line for a user already connected (what the server's 2 gives).
             eprintln!("cartero: {} is already connected from this client; DISCONNECT {} first", c.alias, c.alias);
-            self.out("s> CONNECT FAIL");
+            self.out("s> USER ALREADY CONNECTED");
             return;
         }
-        // Reachable from the server wherever it runs; the port is free by construction.
-        let listener = match Listener::bind_offering(IpAddr::V4(Ipv4Addr::UNSPECIFIED), self.offers.clone()) {
+        // Reachable from the server; the port is free by construction.
+        let host = self.listen_host.unwrap_or_else(|| self.client.listen_host());
+        let listener = match Listener::bind_offering(host, self.offers.clone()) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("cartero: cannot open a listening port: {e}");
+                eprintln!("cartero: cannot open a listening port on {host}: {e}");
                 self.out("s> CONNECT FAIL");
                 return;
             }
@@ -489,6 +504,7 @@ pub fn run(args: Args) -> ExitCode {
         offers: Offers::new(),
         known: HashMap::new(),
         replying: Arc::new(Mutex::new(())),
+        listen_host: args.listen_host,
     };
     while let Some(line) = input.read_line() {
         if !console.command(&line) {

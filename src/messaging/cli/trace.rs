@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::messaging::engine::{is_valid_birth_date, parse_port};
 use crate::messaging::files::{classify, ConnectionKind};
 use crate::messaging::wire::{
     CodeEncoding, Escaped, Operation, PushDecoder, PushNames, ReplyDecoder, Request, RequestDecoder,
@@ -34,6 +35,10 @@ pub struct Args {
     /// each push to the client's listener.
     #[arg(long)]
     listener_proxy: bool,
+    /// The address the listener proxy binds (default: this machine's address towards the
+    /// server, 127.0.0.1 for a local server).
+    #[arg(long)]
+    listen_host: Option<IpAddr>,
     /// The code encoding the server should use (others are flagged).
     #[arg(long, default_value = "ascii")]
     codes: CodeEncoding,
@@ -48,14 +53,27 @@ pub struct Args {
 struct Tracer {
     upstream: String,
     listener_proxy: bool,
+    /// Where the listener proxy binds.
+    listen_host: IpAddr,
     codes: CodeEncoding,
     push_names: PushNames,
     color: bool,
     next: AtomicU64,
+    order: std::sync::Mutex<Order>,
+}
+
+/// Keeps a push's line after the line of the request that caused it: while requests that
+/// are complete have not printed their line yet, push lines wait.
+#[derive(Default)]
+struct Order {
+    /// Complete requests whose line is not printed yet.
+    open: u64,
+    /// Push lines waiting for them.
+    waiting: Vec<String>,
 }
 
 impl Tracer {
-    fn line(&self, text: &str, deviations: &[String]) {
+    fn render(&self, text: &str, deviations: &[String]) -> String {
         let mut out = text.to_string();
         for d in deviations {
             if self.color {
@@ -64,7 +82,46 @@ impl Tracer {
                 out.push_str(&format!("  [SPEC: {d}]"));
             }
         }
-        println!("{out}");
+        out
+    }
+
+    fn order(&self) -> std::sync::MutexGuard<'_, Order> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn line(&self, text: &str, deviations: &[String]) {
+        let _order = self.order();
+        println!("{}", self.render(text, deviations));
+    }
+
+    /// A complete request: its pushes wait for its line.
+    fn opened(&self) {
+        self.order().open += 1;
+    }
+
+    /// A request's line; then the push lines that waited for it, if no other request is open.
+    fn request_line(&self, text: &str, deviations: &[String], counted: bool) {
+        let mut order = self.order();
+        println!("{}", self.render(text, deviations));
+        if counted {
+            order.open = order.open.saturating_sub(1);
+        }
+        if order.open == 0 {
+            for line in order.waiting.drain(..) {
+                println!("{line}");
+            }
+        }
+    }
+
+    /// A push's line: now, or after the lines of the requests still open.
+    fn push_line(&self, text: &str, deviations: &[String]) {
+        let line = self.render(text, deviations);
+        let mut order = self.order();
+        if order.open == 0 {
+            println!("{line}");
+        } else {
+            order.waiting.push(line);
+        }
     }
 }
 
@@ -98,19 +155,19 @@ async fn relay(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp
 }
 
 /// Decodes what a server answered to `op`, with the deviations it shows.
-fn judge_reply(tracer: &Tracer, op: Option<Operation>, bytes: &[u8]) -> (String, Vec<String>) {
+fn judge_reply(tracer: &Tracer, op: Option<Operation>, bytes: &[u8]) -> (String, Vec<String>, Option<u8>) {
     let mut deviations = Vec::new();
     let Some(op) = op else {
         return if bytes.is_empty() {
-            ("(no reply)".into(), deviations)
+            ("(no reply)".into(), deviations, None)
         } else {
             deviations.push("a reply to an unknown operation".into());
-            (format!("{}", Escaped(bytes)), deviations)
+            (format!("{}", Escaped(bytes)), deviations, None)
         };
     };
     if bytes.is_empty() {
         deviations.push("no reply".into());
-        return ("(no reply)".into(), deviations);
+        return ("(no reply)".into(), deviations, None);
     }
     if bytes[0].is_ascii_digit() && bytes.get(1) != Some(&0) {
         deviations.push("ASCII result code without its NUL".into());
@@ -125,12 +182,12 @@ fn judge_reply(tracer: &Tracer, op: Option<Operation>, bytes: &[u8]) -> (String,
             if !buf.is_empty() {
                 deviations.push(format!("{} extra bytes after the reply", buf.len()));
             }
-            (super::show::reply(&reply), deviations)
+            (super::show::reply(&reply), deviations, Some(reply.code()))
         }
-        Ok(None) => ("(no reply)".into(), vec!["no reply".into()]),
+        Ok(None) => ("(no reply)".into(), vec!["no reply".into()], None),
         Err(e) => {
             deviations.push(e.to_string());
-            (format!("{}", Escaped(bytes)), deviations)
+            (format!("{}", Escaped(bytes)), deviations, None)
         }
     }
 }
@@ -154,6 +211,10 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
     let mut buf = BytesMut::new();
     let mut request: Option<Request> = None;
     let mut deviations = Vec::new();
+    // Why the request is not valid, when the decoder says so.
+    let mut invalid: Option<String> = None;
+    // This request is complete: pushes it causes wait for its line.
+    let mut counted = false;
     let mut held = Vec::new();
     let mut rewritten = false;
     let mut chunk = [0u8; 4096];
@@ -168,7 +229,14 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
             match decoder.decode(&mut buf) {
                 Ok(Some(r)) => request = Some(r),
                 Ok(None) => {}
-                Err(e) => deviations.push(e.to_string()),
+                Err(e) => {
+                    invalid = Some(e.to_string());
+                    deviations.push(e.to_string());
+                }
+            }
+            if request.is_some() && !counted {
+                counted = true;
+                tracer.opened();
             }
         }
         // A CONNECT is held until complete (to rewrite its port); a bad one is not held.
@@ -204,7 +272,13 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
         match decoder.decode_eof(&mut buf) {
             Ok(Some(r)) => request = Some(r),
             Ok(None) => {}
-            Err(e) => deviations.push(e.to_string()),
+            Err(e) => {
+                // A request cut short is incomplete; any other error says what is wrong.
+                if !matches!(e, crate::messaging::wire::ProtocolError::Truncated) {
+                    invalid = Some(e.to_string());
+                }
+                deviations.push(e.to_string());
+            }
         }
     }
     if !held.is_empty() {
@@ -213,10 +287,37 @@ async fn trace_connection(tracer: Arc<Tracer>, client: TcpStream, peer: SocketAd
     let _ = server_wr.shutdown().await;
     let reply_bytes = back.await.unwrap_or_default();
     let op = request.as_ref().map(Request::operation).or(decoder.operation());
-    let (reply, reply_deviations) = judge_reply(&tracer, op, &reply_bytes);
+    let (reply, reply_deviations, code) = judge_reply(&tracer, op, &reply_bytes);
     deviations.extend(reply_deviations);
-    let shown = request.as_ref().map_or_else(|| "(incomplete request)".to_string(), show_request);
-    tracer.line(&format!("#{n} {peer} {shown} => {reply}"), &deviations);
+    deviations.extend(accepted_wrongly(request.as_ref(), invalid.as_deref(), code));
+    let shown = match (&request, op, &invalid) {
+        (Some(r), _, _) => show_request(r),
+        // The decoder's own words: `unknown operation "HELLO"`, a field over its limit...
+        (None, Some(op), Some(why)) => format!("({op} request not valid: {why})"),
+        (None, None, Some(why)) => format!("({why})"),
+        (None, Some(op), None) => format!("(incomplete {op} request)"),
+        (None, None, None) => "(incomplete request)".to_string(),
+    };
+    tracer.request_line(&format!("#{n} {peer} {shown} => {reply}"), &deviations, counted);
+}
+
+/// Answers that are wrong whatever the server's state: 0 to a request that is not valid (a
+/// field over 255 bytes, say), to a CONNECT whose port is not 1..65535, or to a REGISTER
+/// whose birth date is not a real date.
+fn accepted_wrongly(request: Option<&Request>, invalid: Option<&str>, code: Option<u8>) -> Vec<String> {
+    if code != Some(0) {
+        return vec![];
+    }
+    match (request, invalid) {
+        (None, Some(why)) => vec![format!("a request that is not valid ({why}) was accepted")],
+        (Some(Request::Connect { port, .. }), _) if parse_port(port).is_none() => {
+            vec![format!("port {} is not 1..65535 but was accepted", Escaped(port))]
+        }
+        (Some(Request::Register { birth_date: Some(date), .. }), _) if !is_valid_birth_date(date) => {
+            vec![format!("birth date {} is not a real date but was accepted", Escaped(date))]
+        }
+        _ => vec![],
+    }
 }
 
 /// Opens a listener that forwards each push to the client's real listener at
@@ -237,7 +338,7 @@ fn show_get_file(request: &[u8], answer: &[u8]) -> String {
 
 async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, port: Bytes) -> Bytes {
     let real = std::str::from_utf8(&port).ok().and_then(|p| p.parse::<u16>().ok());
-    let (Some(real), Ok(listener)) = (real, TcpListener::bind((IpAddr::from([0, 0, 0, 0]), 0)).await) else {
+    let (Some(real), Ok(listener)) = (real, TcpListener::bind((tracer.listen_host, 0)).await) else {
         return port; // not a port we can stand in for: pass it through untouched
     };
     let Ok(local) = listener.local_addr() else { return port };
@@ -289,7 +390,7 @@ async fn proxy_listener(tracer: Arc<Tracer>, client_ip: IpAddr, alias: Bytes, po
                         Escaped(&bytes).to_string()
                     }
                 };
-                tracer.line(&format!("   push to {}: {shown}", Escaped(&alias)), &deviations);
+                tracer.push_line(&format!("   push to {}: {shown}", Escaped(&alias)), &deviations);
             });
         }
     });
@@ -311,13 +412,22 @@ pub fn run(args: Args) -> ExitCode {
         };
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("tracing {local} -> {} (expecting {} codes, {} push names)", args.to, args.codes, args.push_names);
+        let listen_host = args.listen_host.unwrap_or_else(|| {
+            use std::net::ToSocketAddrs;
+            match args.to.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(server)) => crate::messaging::client::local_address_towards(server),
+                _ => IpAddr::from([0, 0, 0, 0]),
+            }
+        });
         let tracer = Arc::new(Tracer {
             upstream: args.to,
             listener_proxy: args.listener_proxy,
+            listen_host,
             codes: args.codes,
             push_names: args.push_names,
             color: std::io::stdout().is_terminal(),
             next: AtomicU64::new(0),
+            order: Default::default(),
         });
         // Tracks the connections in flight without keeping the finished ones.
         let tasks = tokio_util::task::TaskTracker::new();

@@ -704,6 +704,26 @@ impl Engine {
         None
     }
 
+    /// Whether a DISCONNECT of `alias` from `peer` should wait before it is handled (SPEC
+    /// 2.4): the user is connected from `peer` and a push to it is in flight, an
+    /// acknowledgement waits for it, or a message it sent is in flight or waits in the mailbox
+    /// of a connected user (its acknowledgement will be owed to it). The caller bounds the
+    /// wait.
+    pub fn disconnect_should_wait(&self, peer: IpAddr, alias: &[u8]) -> bool {
+        let Some(user) = self.registry.get(alias) else { return false };
+        if user.connection.is_none_or(|c| c.addr.ip() != peer) {
+            return false;
+        }
+        if user.busy || !user.acks.is_empty() || self.scheduler.carries_message_from(alias, user.uid) {
+            return true;
+        }
+        let uid = user.uid;
+        self.registry
+            .connected()
+            .filter_map(|other| self.registry.get(other))
+            .any(|other| other.mailbox.iter().any(|m| m.sender == alias && m.sender_uid == uid))
+    }
+
     /// Takes the outcome of a delivery from [`poll_delivery`](Self::poll_delivery).
     ///
     /// A delivered message leaves the mailbox and, if its sender is connected, queues an

@@ -93,6 +93,13 @@ impl Scheduler {
         self.in_flight.iter().map(|(id, flight)| (*id, &flight.to))
     }
 
+    /// Whether a message of `sender` (this registration of it) is being pushed.
+    pub(crate) fn carries_message_from(&self, sender: &[u8], sender_uid: u64) -> bool {
+        self.in_flight.values().any(|f| {
+            matches!(&f.push, InFlightPush::Message { sender: s, sender_uid: u, .. } if s == sender && *u == sender_uid)
+        })
+    }
+
     /// The oldest in-flight delivery if its deadline is at or before `now`.
     pub(crate) fn expired(&self, now: Instant) -> Option<DeliveryId> {
         self.in_flight.first_key_value().filter(|(_, f)| f.deadline <= now).map(|(id, _)| *id)

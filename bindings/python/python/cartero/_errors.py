@@ -40,3 +40,10 @@ class BadRequest(Error, ValueError):
 class FileTransferFailed(Error):
     """GETFILE: the file did not arrive whole (refused, cut short, unreachable); no file was
     left at the destination."""
+
+
+# Public as cartero.<Name>: tracebacks and reprs show that name, not this private module.
+for _cls in (Error, AliasInUse, UserNotFound, AlreadyConnected, NotConnected, ServerError, ConnectionFailed,
+             InvalidField, BadRequest, FileTransferFailed):
+    _cls.__module__ = "cartero"
+del _cls
