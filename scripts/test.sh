@@ -101,7 +101,7 @@ header() {
 
 rust() {
     echo "Rust, C (compiled with -Werror and ASan/UBSan) and end-to-end: cargo test --all-targets, then the doc-tests"
-    cargo test --locked --all-targets && cargo test --locked --doc
+    cargo test --locked --no-fail-fast --all-targets && cargo test --locked --doc
 }
 
 python() {

@@ -88,9 +88,14 @@ impl Proc {
 
     /// Closes standard input and waits for the exit; returns the exit code and the rest of
     /// standard output and standard error.
-    pub fn finish(mut self) -> (i32, Vec<String>, String) {
+    pub fn finish(self) -> (i32, Vec<String>, String) {
+        self.finish_within(LIMIT)
+    }
+
+    /// [`finish`](Self::finish) for a process that may take up to `limit` (a benchmark run).
+    pub fn finish_within(mut self, limit: Duration) -> (i32, Vec<String>, String) {
         drop(self.stdin.take());
-        let code = wait(&mut self.child);
+        let code = wait_within(&mut self.child, limit);
         let rest: Vec<String> = self.lines.iter().collect();
         let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         (code, rest, stderr)
@@ -104,17 +109,25 @@ impl Drop for Proc {
     }
 }
 
-/// `line` without the console prompts (`c> `) printed before it: a prompt is dropped when
+/// `line` without the console prompts printed before it: messaging's `c> ` is dropped when
 /// another prompt, an answer (`s> `) or nothing follows it, so that a client's own
-/// `c> FILE TRANSFER OK` line stays.
+/// `c> FILE TRANSFER OK` line stays; the chat's `> ` always is.
 pub fn without_prompts(mut line: &str) -> &str {
-    while let Some(rest) = line.strip_prefix("c> ") {
-        if !(rest.is_empty() || rest.starts_with("c> ") || rest.starts_with("s> ") || rest == "c>") {
-            break;
+    loop {
+        if let Some(rest) = line.strip_prefix("c> ") {
+            if rest.is_empty() || rest.starts_with("c> ") || rest.starts_with("s> ") || rest == "c>" {
+                line = rest;
+                continue;
+            }
         }
-        line = rest;
+        // The chat console's prompt (SPEC-chat 6), with what was printed after it.
+        if let Some(rest) = line.strip_prefix("> ") {
+            line = rest;
+            continue;
+        }
+        break;
     }
-    if line == "c>" {
+    if line == "c>" || line == ">" {
         ""
     } else {
         line
@@ -122,12 +135,16 @@ pub fn without_prompts(mut line: &str) -> &str {
 }
 
 pub fn wait(child: &mut Child) -> i32 {
+    wait_within(child, LIMIT)
+}
+
+pub fn wait_within(child: &mut Child, limit: Duration) -> i32 {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code().unwrap_or(-1);
         }
-        assert!(start.elapsed() < LIMIT, "process did not exit in time");
+        assert!(start.elapsed() < limit, "process did not exit in time");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
