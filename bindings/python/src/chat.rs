@@ -147,6 +147,13 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Py<PyAny>> {
         Reply::Broadcast { from, content } => ("broadcast", from, content).into_pyobject(py)?.into_any(),
         Reply::Error { code, text } => ("error", code, text).into_pyobject(py)?.into_any(),
         Reply::ConnectAck(ok) => ("connect_ack", ok, None::<String>).into_pyobject(py)?.into_any(),
+        // Rooms and history (SPEC-chat 7) have no Python events yet: the module reports them
+        // as it reports any line it does not know (ProtocolError), with the line.
+        other => {
+            let mut line = bytes::BytesMut::new();
+            other.write(&mut line);
+            ("extension", String::from_utf8_lossy(&line).into_owned(), None::<String>).into_pyobject(py)?.into_any()
+        }
     };
     Ok(tuple.unbind())
 }

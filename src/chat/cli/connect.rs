@@ -2,7 +2,9 @@
 //!
 //! Lines typed at the `> ` prompt (or read from a pipe, line by line): `@name text` sends a
 //! private message, `/users` prints the last user list, `/logout` (or the end of input, or
-//! Ctrl-C at the terminal) leaves; any other non-empty line is a broadcast. What the server
+//! Ctrl-C at the terminal) leaves; rooms (SPEC-chat 7): `/join #room`, `/part #room`,
+//! `#room text`, `/rooms`, `/history #room|*|name [n]` (n defaults to 20); any other
+//! non-empty line is a broadcast. What the server
 //! sends is printed as the original console client prints it, above the line being typed.
 
 use std::process::ExitCode;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use crate::chat::client::blocking::{Client, Sender};
 use crate::chat::client::{default_timeout, ClientError};
-use crate::chat::wire::Reply;
+use crate::chat::wire::{Reply, Request};
 use crate::console::{Input, Printer};
 
 #[derive(clap::Args)]
@@ -41,6 +43,15 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Error { code, text } => format!("Error {code}: {text}"),
         Reply::ConnectAck(true) => "Conectado exitosamente".into(),
         Reply::ConnectAck(false) => "Conexión fallida".into(),
+        Reply::Joined { room, members } => format!("[{room}] Miembros: {}", members.join(", ")),
+        Reply::Parted { room, name } => format!("[{room}] {name} salió de la sala"),
+        Reply::Room { room, from, content } => format!("[{room}] {from}: {content}"),
+        Reply::RoomList(rooms) => format!("Salas: {}", rooms.join(", ")),
+        Reply::History { target, from, millis, content } => {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(*millis);
+            format!("Historial de {target} [{}] {from}: {content}", humantime::format_rfc3339_seconds(at))
+        }
+        Reply::HistoryEnd(target) => format!("Fin del historial de {target}"),
     }
 }
 
@@ -158,6 +169,26 @@ fn command(line: &str, sender: &Sender, printer: &Printer, users: &Mutex<Vec<Str
             return true;
         }
         sender.send(to, text)
+    } else if line.starts_with('#') {
+        let (room, text) = line.split_once(' ').unwrap_or((line, ""));
+        sender.request(&Request::Room { room: room.to_string(), content: text.to_string() })
+    } else if let Some(room) = line.strip_prefix("/join ") {
+        sender.request(&Request::Join(room.trim().to_string()))
+    } else if let Some(room) = line.strip_prefix("/part ") {
+        sender.request(&Request::Part(room.trim().to_string()))
+    } else if line.trim() == "/rooms" {
+        sender.request(&Request::Rooms)
+    } else if let Some(rest) = line.strip_prefix("/history ") {
+        let mut words = rest.split_whitespace();
+        let (Some(target), n) = (words.next(), words.next()) else {
+            eprintln!("cartero: usage: /history #sala|*|nombre [n]");
+            return true;
+        };
+        let Ok(n) = n.unwrap_or("20").parse::<u64>() else {
+            eprintln!("cartero: usage: /history #sala|*|nombre [n]");
+            return true;
+        };
+        sender.request(&Request::History { target: target.to_string(), n })
     } else if line.trim() == "/users" {
         let list = users.lock().unwrap_or_else(|p| p.into_inner()).join(", ");
         printer.print(format!("Usuarios conectados: {list}"));
