@@ -1083,8 +1083,8 @@ mod tests {
                     let n = n.parse::<u64>().unwrap_or(u64::MAX).min(100) as usize;
                     let key = if target == "*" {
                         "*".to_string()
-                    } else if target.starts_with('#') {
-                        let valid = target.chars().count() <= 32 && valid_name(&target[1..]);
+                    } else if let Some(rest) = target.strip_prefix('#') {
+                        let valid = target.chars().count() <= 32 && valid_name(rest);
                         if !valid {
                             return bad(self, out, "Nombre de sala no válido");
                         }

@@ -2,7 +2,8 @@
 //!
 //! Lines typed at the `> ` prompt (or read from a pipe, line by line): `@name text` sends a
 //! private message, `/users` prints the last user list, `/logout` (or the end of input, or
-//! Ctrl-C at the terminal) leaves; rooms (SPEC-chat 7): `/join #room`, `/part #room`,
+//! Ctrl-C at the terminal) leaves; rooms (SPEC-chat 7): `/join #room`, `/part #room` (or
+//! `/part` alone: the room of the last `/join`),
 //! `#room text`, `/rooms`, `/history #room|*|name [n]` (n defaults to 20); any other
 //! non-empty line is a broadcast. What the server
 //! sends is printed as the original console client prints it, above the line being typed.
@@ -117,11 +118,13 @@ pub fn run(args: Args) -> ExitCode {
             let _ = done_tx.send(());
         })
     };
+    // The room of the last `/join`, for `/part` without a room.
+    let mut last_room = None;
     while let Some(line) = input.read_line() {
         if gone.load(Ordering::Acquire) {
             break;
         }
-        if !command(&line, &sender, &printer, &users) {
+        if !command(&line, &sender, &printer, &users, &mut last_room) {
             break;
         }
     }
@@ -160,7 +163,13 @@ fn receive(mut client: Client, printer: &Printer, users: &Mutex<Vec<String>>) {
 }
 
 /// Runs one typed line; false when the console should leave.
-fn command(line: &str, sender: &Sender, printer: &Printer, users: &Mutex<Vec<String>>) -> bool {
+fn command(
+    line: &str,
+    sender: &Sender,
+    printer: &Printer,
+    users: &Mutex<Vec<String>>,
+    last_room: &mut Option<String>,
+) -> bool {
     let line = line.trim_end_matches(['\r', '\n']);
     let result = if let Some(rest) = line.strip_prefix('@') {
         let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -173,9 +182,19 @@ fn command(line: &str, sender: &Sender, printer: &Printer, users: &Mutex<Vec<Str
         let (room, text) = line.split_once(' ').unwrap_or((line, ""));
         sender.request(&Request::Room { room: room.to_string(), content: text.to_string() })
     } else if let Some(room) = line.strip_prefix("/join ") {
+        *last_room = Some(room.trim().to_string());
         sender.request(&Request::Join(room.trim().to_string()))
-    } else if let Some(room) = line.strip_prefix("/part ") {
-        sender.request(&Request::Part(room.trim().to_string()))
+    } else if line.trim() == "/part" || line.starts_with("/part ") {
+        let named = line["/part".len()..].trim();
+        let room = if named.is_empty() { last_room.take() } else { Some(named.to_string()) };
+        let Some(room) = room else {
+            eprintln!("cartero: usage: /part #sala");
+            return true;
+        };
+        if last_room.as_deref() == Some(room.as_str()) {
+            *last_room = None;
+        }
+        sender.request(&Request::Part(room))
     } else if line.trim() == "/rooms" {
         sender.request(&Request::Rooms)
     } else if let Some(rest) = line.strip_prefix("/history ") {
