@@ -236,6 +236,8 @@ pub struct Engine {
 
 /// The most messages one HISTORY replays (SPEC-chat 7).
 const MAX_REPLAY: u64 = 100;
+/// The longest `ROOM_LIST` (docs/protocols/chat.md, section 9): 64 KiB of room names.
+const MAX_ROOM_LIST: usize = 64 << 10;
 
 /// One message encoded once for each framing.
 struct Encoded {
@@ -390,9 +392,18 @@ impl Engine {
                 self.out.push_back(Output::Log(LogEvent::Room { from, room }));
             }
             (Request::Rooms, Some(_)) => {
+                // Bounded, so that one ROOMS never passes a reader's queue (1 MiB by default).
                 let mut b = BytesMut::new();
                 b.put_slice(b"ROOM_LIST|");
-                wire::put_list(&mut b, self.rooms.keys().map(String::as_str));
+                for (i, room) in self.rooms.keys().enumerate() {
+                    if b.len() + room.len() + 1 > MAX_ROOM_LIST {
+                        break;
+                    }
+                    if i > 0 {
+                        b.put_u8(b',');
+                    }
+                    b.put_slice(room.as_bytes());
+                }
                 b.put_u8(b'\n');
                 self.out.push_back(Output::Send { to: conn, bytes: b.freeze() });
             }
@@ -789,6 +800,20 @@ mod tests {
         assert_eq!(e.rooms().collect::<Vec<_>>(), vec!["#b"]);
         e.close(ConnId(1), Leave::Closed);
         assert_eq!(e.rooms().count(), 0);
+    }
+
+    #[test]
+    fn room_list_is_bounded() {
+        let mut e = Engine::with_limits(Limits { max_rooms: 10_000, ..Limits::default() });
+        joined(&mut e, 1, "ana");
+        for i in 0..5000 {
+            e.handle(ConnId(1), &line(&format!("JOIN|#sala-larga-{i:05}")), 0);
+        }
+        run(&mut e);
+        e.handle(ConnId(1), &line("ROOMS"), 0);
+        let list = run(&mut e).remove(0).1;
+        assert!(list.len() <= MAX_ROOM_LIST + 1 && list.len() > MAX_ROOM_LIST - 20, "{}", list.len());
+        assert!(list.starts_with("ROOM_LIST|#sala-larga-00000,") && list.ends_with("\n") && !list.contains(",\n"));
     }
 
     #[test]
