@@ -58,6 +58,47 @@ fn two_consoles_chat_through_the_server() {
 }
 
 #[test]
+fn rooms_and_history_in_the_console() {
+    let (_server, port) = chat_serve();
+    let mut ana = console(port, Some("ana"));
+    ana.expect(&["Conectado exitosamente", "Usuarios conectados: ana"]);
+    let mut bob = console(port, Some("bob"));
+    bob.expect(&["Conectado exitosamente", "Usuarios conectados: ana, bob"]);
+    ana.expect(&["Usuarios conectados: ana, bob"]);
+
+    ana.type_line("/join #sala");
+    ana.expect(&["[#sala] Miembros: ana"]);
+    bob.type_line("/join #sala");
+    ana.expect(&["[#sala] Miembros: ana, bob"]);
+    bob.expect(&["[#sala] Miembros: ana, bob"]);
+    bob.type_line("#sala hola | sala");
+    ana.expect(&["[#sala] bob: hola | sala"]);
+    bob.expect(&["[#sala] bob: hola | sala"]);
+    ana.type_line("#otra nadie");
+    ana.expect(&["Error 403: No eres miembro de la sala"]);
+    ana.type_line("/join sala");
+    ana.expect(&["Error 400: Nombre de sala no válido"]);
+    ana.type_line("/rooms");
+    ana.expect(&["Salas: #sala"]);
+    ana.type_line("/history #sala 20");
+    let line = ana.line();
+    let (head, tail) = line.split_once('[').unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(head, "Historial de #sala ");
+    assert!(
+        tail.ends_with("Z] bob: hola | sala") && tail.len() == "2026-11-29T16:00:00Z] bob: hola | sala".len(),
+        "{line}"
+    );
+    ana.expect(&["Fin del historial de #sala"]);
+    ana.type_line("/history #sala 0");
+    ana.expect(&["Fin del historial de #sala"]);
+    bob.type_line("/part");
+    bob.expect(&["[#sala] bob salió de la sala"]);
+    ana.expect(&["[#sala] bob salió de la sala"]);
+    ana.type_line("/logout");
+    ana.expect(&["Desconectado del servidor"]);
+}
+
+#[test]
 fn a_console_without_a_server_says_so() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::chat::codec::Frame;
-use crate::chat::wire::{self, check_name, parse_request, Code, Request, MAX_MESSAGE};
+use crate::chat::wire::{self, check_name, check_room, parse_request, Code, ParseError, Reply, Request, MAX_MESSAGE};
 
 /// A connection, named by the caller; unique among open connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +72,18 @@ pub enum LogEvent {
     Broadcast {
         from: String,
     },
+    Join {
+        name: String,
+        room: String,
+    },
+    Part {
+        name: String,
+        room: String,
+    },
+    Room {
+        from: String,
+        room: String,
+    },
     /// An ERROR sent (or a drop for 408 and 503); `name` when the connection had joined.
     Error {
         code: u16,
@@ -88,6 +100,9 @@ impl LogEvent {
             LogEvent::Disconnect { name } => format!("s> DISCONNECT {name}"),
             LogEvent::Message { from, to } => format!("s> MESSAGE {from} -> {to}"),
             LogEvent::Broadcast { from } => format!("s> BROADCAST {from}"),
+            LogEvent::Join { name, room } => format!("s> JOIN {name} {room}"),
+            LogEvent::Part { name, room } => format!("s> PART {name} {room}"),
+            LogEvent::Room { from, room } => format!("s> ROOM {from} -> {room}"),
             LogEvent::Error { code, conn, name } => match name {
                 Some(name) => format!("s> ERROR {code} {name}"),
                 None => format!("s> ERROR {code} {}", peer(*conn)),
@@ -100,9 +115,110 @@ struct Conn {
     mode: Mode,
     /// The user's name and its place in the order of joining, once joined.
     user: Option<(String, u64)>,
+    /// The rooms it is a member of, with its place in each room's order of joining.
+    rooms: BTreeMap<String, u64>,
 }
 
-/// The chat's state: connections, users in order of joining, and the outputs waiting.
+/// The engine's limits (SPEC-chat 7 and docs/protocols/chat.md, section 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Rooms one connection may be a member of at once (a JOIN past it: `ERROR|405`).
+    pub max_rooms: usize,
+    /// Messages kept per history target (a room, the broadcasts, a pair of users).
+    pub history_per_target: usize,
+    /// Bytes of content and names kept in history in all, whatever the targets; the oldest
+    /// messages go first.
+    pub history_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_rooms: 100, history_per_target: 10_000, history_bytes: 256 << 20 }
+    }
+}
+
+/// What HISTORY replays: a room, the broadcasts, or the private messages of two users.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Target {
+    Broadcasts,
+    Room(String),
+    /// The two names, in byte order.
+    Pair(String, String),
+}
+
+impl Target {
+    fn pair(a: &str, b: &str) -> Target {
+        if a <= b {
+            Target::Pair(a.to_string(), b.to_string())
+        } else {
+            Target::Pair(b.to_string(), a.to_string())
+        }
+    }
+}
+
+struct Entry {
+    seq: u64,
+    from: String,
+    millis: u64,
+    content: String,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.from.len() + self.content.len() + 64
+    }
+}
+
+/// History in memory, bounded per target and in all.
+#[derive(Default)]
+struct History {
+    targets: HashMap<Target, VecDeque<Entry>>,
+    /// Every entry kept (and some already gone from their target), oldest first.
+    order: VecDeque<(u64, Target, usize)>,
+    bytes: usize,
+    next_seq: u64,
+}
+
+impl History {
+    fn record(&mut self, limits: &Limits, target: Target, from: &str, millis: u64, content: &str) {
+        if limits.history_per_target == 0 {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry { seq, from: from.to_string(), millis, content: content.to_string() };
+        let size = entry.size();
+        let list = self.targets.entry(target.clone()).or_default();
+        list.push_back(entry);
+        if list.len() > limits.history_per_target {
+            list.pop_front();
+        }
+        self.order.push_back((seq, target, size));
+        self.bytes += size;
+        while self.bytes > limits.history_bytes {
+            let Some((seq, target, size)) = self.order.pop_front() else { break };
+            self.bytes -= size;
+            if let Some(list) = self.targets.get_mut(&target) {
+                if list.front().is_some_and(|e| e.seq == seq) {
+                    list.pop_front();
+                }
+                if list.is_empty() {
+                    self.targets.remove(&target);
+                }
+            }
+        }
+    }
+
+    /// The last `n` messages of `target`, oldest first.
+    fn last(&self, target: &Target, n: usize) -> impl Iterator<Item = &Entry> {
+        let list = self.targets.get(target);
+        let len = list.map_or(0, VecDeque::len);
+        list.into_iter().flat_map(move |l| l.iter().skip(len.saturating_sub(n)))
+    }
+}
+
+/// The chat's state: connections, users in order of joining, rooms, history, and the
+/// outputs waiting.
 #[derive(Default)]
 pub struct Engine {
     conns: HashMap<ConnId, Conn>,
@@ -111,8 +227,17 @@ pub struct Engine {
     joined: BTreeMap<u64, ConnId>,
     next_seq: u64,
     legacy_users: usize,
+    /// Rooms with at least one member: members by order of joining the room.
+    rooms: BTreeMap<String, BTreeMap<u64, ConnId>>,
+    history: History,
+    limits: Limits,
     out: VecDeque<Output>,
 }
+
+/// The most messages one HISTORY replays (SPEC-chat 7).
+const MAX_REPLAY: u64 = 100;
+/// The longest `ROOM_LIST` (docs/protocols/chat.md, section 9): 64 KiB of room names.
+const MAX_ROOM_LIST: usize = 64 << 10;
 
 /// One message encoded once for each framing.
 struct Encoded {
@@ -141,9 +266,19 @@ impl Engine {
         Engine::default()
     }
 
+    /// An engine with other limits than the defaults.
+    pub fn with_limits(limits: Limits) -> Engine {
+        Engine { limits, ..Engine::default() }
+    }
+
     /// A connection whose framing is known; it has not joined yet.
     pub fn open(&mut self, conn: ConnId, mode: Mode) {
-        self.conns.insert(conn, Conn { mode, user: None });
+        self.conns.insert(conn, Conn { mode, user: None, rooms: BTreeMap::new() });
+    }
+
+    /// Rooms that exist (those with members), in byte order of their names.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rooms.keys().map(String::as_str)
     }
 
     /// True when the connection has joined under a name.
@@ -173,8 +308,9 @@ impl Engine {
 
     /// One message from a connection (a frame of a framed connection, or a read of a legacy
     /// one turned into a frame by the caller: [`Frame::TooLong`] when over 1024 bytes).
-    /// Messages from unknown connections are ignored.
-    pub fn handle(&mut self, conn: ConnId, frame: &Frame) {
+    /// Messages from unknown connections are ignored. `now_millis` (unix time in
+    /// milliseconds) stamps what goes into history.
+    pub fn handle(&mut self, conn: ConnId, frame: &Frame, now_millis: u64) {
         let Some(c) = self.conns.get(&conn) else { return };
         let mode = c.mode;
         let line = match frame {
@@ -188,13 +324,22 @@ impl Engine {
             Ok(request) => request,
             Err(e) => return self.error(conn, Code::BadRequest, e.text()),
         };
+        let extension = matches!(
+            request,
+            Request::Join(_) | Request::Part(_) | Request::Room { .. } | Request::Rooms | Request::History { .. }
+        );
+        if extension && mode == Mode::Legacy {
+            return self.error(conn, Code::BadRequest, ParseError::Extension.text());
+        }
         let sender = self.name(conn).map(str::to_string);
         match (request, sender) {
             (Request::Connect(_), Some(_)) => self.error(conn, Code::Conflict, wire::TEXT_ALREADY_JOINED),
             (Request::Connect(name), None) => self.connect(conn, mode, name),
-            (Request::Message { .. } | Request::Broadcast(_), None) => {
-                self.error(conn, Code::NotConnected, wire::TEXT_NOT_CONNECTED)
+            (Request::Disconnect, _) => {
+                self.out.push_back(Output::Close { conn });
+                self.close(conn, Leave::Closed);
             }
+            (_, None) => self.error(conn, Code::NotConnected, wire::TEXT_NOT_CONNECTED),
             (Request::Message { to, content }, Some(from)) => {
                 if "MESSAGE||".len() + from.len() + content.len() > MAX_MESSAGE {
                     return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
@@ -202,6 +347,7 @@ impl Engine {
                 let Some(&target) = self.names.get(&to) else {
                     return self.error(conn, Code::NotFound, wire::TEXT_NOT_FOUND);
                 };
+                self.history.record(&self.limits, Target::pair(&from, &to), &from, now_millis, &content);
                 let bytes = Encoded::new(|b| wire::Reply::Message { from: from.clone(), content }.write(b));
                 let mode = self.conns[&target].mode;
                 self.out.push_back(Output::Send { to: target, bytes: bytes.for_mode(mode) });
@@ -211,13 +357,143 @@ impl Engine {
                 if "BROADCAST||".len() + from.len() + content.len() > MAX_MESSAGE {
                     return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
                 }
+                self.history.record(&self.limits, Target::Broadcasts, &from, now_millis, &content);
                 let bytes = Encoded::new(|b| wire::Reply::Broadcast { from: from.clone(), content }.write(b));
                 self.send_to_all(&bytes);
                 self.out.push_back(Output::Log(LogEvent::Broadcast { from }));
             }
-            (Request::Disconnect, _) => {
-                self.out.push_back(Output::Close { conn });
-                self.close(conn, Leave::Closed);
+            (Request::Join(room), Some(name)) => self.join(conn, name, room),
+            (Request::Part(room), Some(name)) => {
+                if check_room(&room).is_err() {
+                    return self.error(conn, Code::BadRequest, wire::TEXT_BAD_ROOM);
+                }
+                if !self.conns[&conn].rooms.contains_key(&room) {
+                    return self.error(conn, Code::Forbidden, wire::TEXT_NOT_MEMBER);
+                }
+                // The leaver is still a member here, so it gets its PARTED in its place.
+                let parted = Encoded::new(|b| Reply::Parted { room: room.clone(), name: name.clone() }.write(b));
+                self.send_to_room(&room, &parted);
+                self.leave_room(conn, &room);
+                self.out.push_back(Output::Log(LogEvent::Part { name, room }));
+            }
+            (Request::Room { room, content }, Some(from)) => {
+                if check_room(&room).is_err() {
+                    return self.error(conn, Code::BadRequest, wire::TEXT_BAD_ROOM);
+                }
+                if !self.conns[&conn].rooms.contains_key(&room) {
+                    return self.error(conn, Code::Forbidden, wire::TEXT_NOT_MEMBER);
+                }
+                if "ROOM|||".len() + room.len() + from.len() + content.len() > MAX_MESSAGE {
+                    return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
+                }
+                self.history.record(&self.limits, Target::Room(room.clone()), &from, now_millis, &content);
+                let bytes = Encoded::new(|b| Reply::Room { room: room.clone(), from: from.clone(), content }.write(b));
+                self.send_to_room(&room, &bytes);
+                self.out.push_back(Output::Log(LogEvent::Room { from, room }));
+            }
+            (Request::Rooms, Some(_)) => {
+                // Bounded, so that one ROOMS never passes a reader's queue (1 MiB by default).
+                let mut b = BytesMut::new();
+                b.put_slice(b"ROOM_LIST|");
+                for (i, room) in self.rooms.keys().enumerate() {
+                    if b.len() + room.len() + 1 > MAX_ROOM_LIST {
+                        break;
+                    }
+                    if i > 0 {
+                        b.put_u8(b',');
+                    }
+                    b.put_slice(room.as_bytes());
+                }
+                b.put_u8(b'\n');
+                self.out.push_back(Output::Send { to: conn, bytes: b.freeze() });
+            }
+            (Request::History { target, n }, Some(me)) => {
+                let key = if target == "*" {
+                    Target::Broadcasts
+                } else if target.starts_with('#') {
+                    if check_room(&target).is_err() {
+                        return self.error(conn, Code::BadRequest, wire::TEXT_BAD_ROOM);
+                    }
+                    if !self.conns[&conn].rooms.contains_key(&target) {
+                        return self.error(conn, Code::Forbidden, wire::TEXT_NOT_MEMBER);
+                    }
+                    Target::Room(target.clone())
+                } else {
+                    if check_name(&target).is_err() {
+                        return self.error(conn, Code::BadRequest, wire::TEXT_BAD_NAME);
+                    }
+                    Target::pair(&me, &target)
+                };
+                let n = n.min(MAX_REPLAY) as usize;
+                let mut b = BytesMut::new();
+                for e in self.history.last(&key, n) {
+                    let reply = Reply::History {
+                        target: target.clone(),
+                        from: e.from.clone(),
+                        millis: e.millis,
+                        content: e.content.clone(),
+                    };
+                    reply.write(&mut b);
+                    b.put_u8(b'\n');
+                }
+                Reply::HistoryEnd(target).write(&mut b);
+                b.put_u8(b'\n');
+                self.out.push_back(Output::Send { to: conn, bytes: b.freeze() });
+            }
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, name: String, room: String) {
+        if check_room(&room).is_err() {
+            return self.error(conn, Code::BadRequest, wire::TEXT_BAD_ROOM);
+        }
+        let members = self.conns[&conn].rooms.len();
+        if self.conns[&conn].rooms.contains_key(&room) {
+            // Already a member: the member list again, to the joiner alone.
+            let joined = self.joined_line(&room);
+            self.out.push_back(Output::Send { to: conn, bytes: joined.framed });
+            return;
+        }
+        if members >= self.limits.max_rooms {
+            return self.error(conn, Code::TooManyRooms, wire::TEXT_TOO_MANY_ROOMS);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.rooms.entry(room.clone()).or_default().insert(seq, conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rooms.insert(room.clone(), seq);
+        }
+        let joined = self.joined_line(&room);
+        self.send_to_room(&room, &joined);
+        self.out.push_back(Output::Log(LogEvent::Join { name, room }));
+    }
+
+    fn joined_line(&self, room: &str) -> Encoded {
+        Encoded::new(|b| {
+            b.put_slice(b"JOINED|");
+            b.put_slice(room.as_bytes());
+            b.put_u8(b'|');
+            let members = self.rooms.get(room).into_iter().flat_map(|m| m.values());
+            wire::put_list(b, members.filter_map(|c| self.name(*c)));
+        })
+    }
+
+    /// Takes `conn` out of `room`; the room ends with its last member.
+    fn leave_room(&mut self, conn: ConnId, room: &str) {
+        let Some(seq) = self.conns.get_mut(&conn).and_then(|c| c.rooms.remove(room)) else { return };
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(&seq);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn send_to_room(&mut self, room: &str, message: &Encoded) {
+        if let Some(members) = self.rooms.get(room) {
+            for &to in members.values() {
+                // Only framed connections join rooms.
+                self.out.push_back(Output::Send { to, bytes: message.framed.clone() });
             }
         }
     }
@@ -225,6 +501,15 @@ impl Engine {
     /// The connection is gone (or being dropped for `leave`): a joined user leaves, and the
     /// others get the new user list. Unknown connections are ignored.
     pub fn close(&mut self, conn: ConnId, leave: Leave) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let rooms: Vec<String> = c.rooms.keys().cloned().collect();
+        if let Some((name, _)) = c.user.clone() {
+            for room in rooms {
+                self.leave_room(conn, &room);
+                let parted = Encoded::new(|b| Reply::Parted { room: room.clone(), name: name.clone() }.write(b));
+                self.send_to_room(&room, &parted);
+            }
+        }
         let Some(c) = self.conns.remove(&conn) else { return };
         let name = c.user.as_ref().map(|(n, _)| n.clone());
         match leave {
@@ -353,15 +638,15 @@ mod tests {
         let mut e = Engine::new();
         e.open(ConnId(1), Mode::Framed);
         e.open(ConnId(2), Mode::Framed);
-        e.handle(ConnId(1), &line("BROADCAST|x"));
-        e.handle(ConnId(1), &line("CONNECT|ana"));
+        e.handle(ConnId(1), &line("BROADCAST|x"), 0);
+        e.handle(ConnId(1), &line("CONNECT|ana"), 0);
         assert_eq!(
             run(&mut e),
             vec![s(1, "ERROR|401|No conectado\n"), s(1, "CONNECT_ACK|OK\n"), s(1, "USER_LIST|ana\n")]
         );
-        e.handle(ConnId(2), &line("CONNECT|ana"));
-        e.handle(ConnId(2), &line("CONNECT|bob"));
-        e.handle(ConnId(2), &line("CONNECT|bob"));
+        e.handle(ConnId(2), &line("CONNECT|ana"), 0);
+        e.handle(ConnId(2), &line("CONNECT|bob"), 0);
+        e.handle(ConnId(2), &line("CONNECT|bob"), 0);
         assert_eq!(
             run(&mut e),
             vec![
@@ -373,9 +658,9 @@ mod tests {
                 s(2, "ERROR|409|Ya conectado\n"),
             ]
         );
-        e.handle(ConnId(2), &line("MESSAGE|ana|a|b"));
-        e.handle(ConnId(2), &line("MESSAGE|ghost|a"));
-        e.handle(ConnId(2), &line("BROADCAST|hola"));
+        e.handle(ConnId(2), &line("MESSAGE|ana|a|b"), 0);
+        e.handle(ConnId(2), &line("MESSAGE|ghost|a"), 0);
+        e.handle(ConnId(2), &line("BROADCAST|hola"), 0);
         assert_eq!(
             run(&mut e),
             vec![
@@ -385,7 +670,7 @@ mod tests {
                 s(2, "BROADCAST|bob|hola\n"),
             ]
         );
-        e.handle(ConnId(1), &line("DISCONNECT|"));
+        e.handle(ConnId(1), &line("DISCONNECT|"), 0);
         assert_eq!(run(&mut e), vec![s(1, "<close>"), s(2, "USER_LIST|bob\n")]);
         e.close(ConnId(2), Leave::Closed);
         assert_eq!(run(&mut e), vec![]);
@@ -397,21 +682,21 @@ mod tests {
         let mut e = Engine::new();
         e.open(ConnId(1), Mode::Legacy);
         e.open(ConnId(2), Mode::Legacy);
-        e.handle(ConnId(1), &line("CONNECT|a b"));
-        e.handle(ConnId(1), &line("CONNECT|ana"));
-        e.handle(ConnId(2), &line("CONNECT|ana"));
+        e.handle(ConnId(1), &line("CONNECT|a b"), 0);
+        e.handle(ConnId(1), &line("CONNECT|ana"), 0);
+        e.handle(ConnId(2), &line("CONNECT|ana"), 0);
         assert_eq!(
             run(&mut e),
             vec![s(1, "CONNECT_ACK|FAIL"), s(1, "CONNECT_ACK|OK"), s(1, "USER_LIST|ana"), s(2, "CONNECT_ACK|FAIL")]
         );
-        e.handle(ConnId(1), &line("BROADCAST|a\nb"));
+        e.handle(ConnId(1), &line("BROADCAST|a\nb"), 0);
         assert_eq!(run(&mut e), vec![s(1, "ERROR|400|Salto de línea en el contenido")]);
         for i in 0..300 {
             e.open(ConnId(100 + i), Mode::Framed);
-            e.handle(ConnId(100 + i), &line(&format!("CONNECT|user{i:05}")));
+            e.handle(ConnId(100 + i), &line(&format!("CONNECT|user{i:05}")), 0);
         }
         run(&mut e);
-        e.handle(ConnId(1), &line("BROADCAST|x"));
+        e.handle(ConnId(1), &line("BROADCAST|x"), 0);
         let sent = run(&mut e);
         assert_eq!(sent.len(), 301);
         e.close(ConnId(399), Leave::Closed);
@@ -426,22 +711,164 @@ mod tests {
     fn sizes() {
         let mut e = Engine::new();
         e.open(ConnId(1), Mode::Framed);
-        e.handle(ConnId(1), &Frame::TooLong);
-        e.handle(ConnId(1), &line("CONNECT|ana"));
+        e.handle(ConnId(1), &Frame::TooLong, 0);
+        e.handle(ConnId(1), &line("CONNECT|ana"), 0);
         run(&mut e);
         // MESSAGE|ana|content is 1024 bytes exactly: forwarded; one more: 413.
         let fits = "x".repeat(1024 - "MESSAGE|ana|".len());
-        e.handle(ConnId(1), &line(&format!("MESSAGE|ana|{fits}")));
-        e.handle(ConnId(1), &line(&format!("MESSAGE|ana|{fits}y")));
+        e.handle(ConnId(1), &line(&format!("MESSAGE|ana|{fits}")), 0);
+        e.handle(ConnId(1), &line(&format!("MESSAGE|ana|{fits}y")), 0);
         let sent = run(&mut e);
         assert_eq!(sent[0].1.len(), 1025);
         assert_eq!(sent[1], s(1, "ERROR|413|Mensaje demasiado largo\n"));
         let fits = "x".repeat(1024 - "BROADCAST|ana|".len());
-        e.handle(ConnId(1), &line(&format!("BROADCAST|{fits}")));
-        e.handle(ConnId(1), &line(&format!("BROADCAST|{fits}y")));
+        e.handle(ConnId(1), &line(&format!("BROADCAST|{fits}")), 0);
+        e.handle(ConnId(1), &line(&format!("BROADCAST|{fits}y")), 0);
         let sent = run(&mut e);
         assert_eq!(sent[0].1.len(), 1025);
         assert_eq!(sent[1], s(1, "ERROR|413|Mensaje demasiado largo\n"));
+    }
+
+    fn joined(e: &mut Engine, conn: u64, name: &str) {
+        e.open(ConnId(conn), Mode::Framed);
+        e.handle(ConnId(conn), &line(&format!("CONNECT|{name}")), 0);
+    }
+
+    #[test]
+    fn rooms_join_part_room_rooms() {
+        let mut e = Engine::with_limits(Limits { max_rooms: 2, ..Limits::default() });
+        joined(&mut e, 1, "ana");
+        joined(&mut e, 2, "bob");
+        e.open(ConnId(3), Mode::Legacy);
+        e.handle(ConnId(3), &line("CONNECT|old"), 0);
+        e.handle(ConnId(9), &line("JOIN|#a"), 0);
+        run(&mut e);
+        e.open(ConnId(4), Mode::Framed);
+        e.handle(ConnId(4), &line("JOIN|#a"), 0);
+        e.handle(ConnId(3), &line("JOIN|#a"), 0);
+        e.handle(ConnId(1), &line("JOIN|sala"), 0);
+        e.handle(ConnId(1), &line("JOIN|##a"), 0);
+        e.handle(ConnId(1), &line("JOIN|#a"), 0);
+        e.handle(ConnId(2), &line("JOIN|#a"), 0);
+        e.handle(ConnId(2), &line("JOIN|#a"), 0);
+        assert_eq!(
+            run(&mut e),
+            vec![
+                s(4, "ERROR|401|No conectado\n"),
+                s(3, "ERROR|400|Extensión no soportada"),
+                s(1, "ERROR|400|Nombre de sala no válido\n"),
+                s(1, "ERROR|400|Nombre de sala no válido\n"),
+                s(1, "JOINED|#a|ana\n"),
+                s(1, "JOINED|#a|ana,bob\n"),
+                s(2, "JOINED|#a|ana,bob\n"),
+                s(2, "JOINED|#a|ana,bob\n"),
+            ]
+        );
+        e.handle(ConnId(2), &line("JOIN|#b"), 0);
+        e.handle(ConnId(2), &line("JOIN|#c"), 0);
+        e.handle(ConnId(1), &line("ROOMS"), 0);
+        e.handle(ConnId(1), &line("ROOM|#b|hola"), 0);
+        e.handle(ConnId(2), &line("ROOM|#a|a|b"), 0);
+        assert_eq!(
+            run(&mut e),
+            vec![
+                s(2, "JOINED|#b|bob\n"),
+                s(2, "ERROR|405|Demasiadas salas\n"),
+                s(1, "ROOM_LIST|#a,#b\n"),
+                s(1, "ERROR|403|No eres miembro de la sala\n"),
+                s(1, "ROOM|#a|bob|a|b\n"),
+                s(2, "ROOM|#a|bob|a|b\n"),
+            ]
+        );
+        // ROOM|#a|ana|content is 1024 bytes exactly: forwarded; one more: 413.
+        let fits = "x".repeat(1024 - "ROOM|#a|ana|".len());
+        e.handle(ConnId(1), &line(&format!("ROOM|#a|{fits}")), 0);
+        e.handle(ConnId(1), &line(&format!("ROOM|#a|{fits}y")), 0);
+        let sent = run(&mut e);
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[2], s(1, "ERROR|413|Mensaje demasiado largo\n"));
+        e.handle(ConnId(1), &line("PART|#b"), 0);
+        e.handle(ConnId(1), &line("PART|#a"), 0);
+        assert_eq!(
+            run(&mut e),
+            vec![s(1, "ERROR|403|No eres miembro de la sala\n"), s(1, "PARTED|#a|ana\n"), s(2, "PARTED|#a|ana\n")]
+        );
+        e.handle(ConnId(1), &line("JOIN|#b"), 0);
+        run(&mut e);
+        e.close(ConnId(2), Leave::Closed);
+        assert_eq!(run(&mut e), vec![s(1, "PARTED|#b|bob\n"), s(1, "USER_LIST|ana,old\n"), s(3, "USER_LIST|ana,old")]);
+        assert_eq!(e.rooms().collect::<Vec<_>>(), vec!["#b"]);
+        e.close(ConnId(1), Leave::Closed);
+        assert_eq!(e.rooms().count(), 0);
+    }
+
+    #[test]
+    fn room_list_is_bounded() {
+        let mut e = Engine::with_limits(Limits { max_rooms: 10_000, ..Limits::default() });
+        joined(&mut e, 1, "ana");
+        for i in 0..5000 {
+            e.handle(ConnId(1), &line(&format!("JOIN|#sala-larga-{i:05}")), 0);
+        }
+        run(&mut e);
+        e.handle(ConnId(1), &line("ROOMS"), 0);
+        let list = run(&mut e).remove(0).1;
+        assert!(list.len() <= MAX_ROOM_LIST + 1 && list.len() > MAX_ROOM_LIST - 20, "{}", list.len());
+        assert!(list.starts_with("ROOM_LIST|#sala-larga-00000,") && list.ends_with("\n") && !list.contains(",\n"));
+    }
+
+    #[test]
+    fn history_per_target_with_the_caller_s_clock() {
+        let mut e = Engine::with_limits(Limits { history_per_target: 3, ..Limits::default() });
+        joined(&mut e, 1, "ana");
+        joined(&mut e, 2, "bob");
+        joined(&mut e, 3, "eve");
+        e.handle(ConnId(1), &line("JOIN|#a"), 0);
+        for i in 0..5u64 {
+            e.handle(ConnId(1), &line(&format!("BROADCAST|b{i}")), 1000 + i);
+        }
+        e.handle(ConnId(1), &line("ROOM|#a|r|x"), 2000);
+        e.handle(ConnId(1), &line("MESSAGE|bob|p1"), 3000);
+        e.handle(ConnId(2), &line("MESSAGE|ana|p2"), 3001);
+        e.handle(ConnId(3), &line("MESSAGE|ana|other"), 3002);
+        e.handle(ConnId(1), &line("MESSAGE|ghost|lost"), 3003);
+        run(&mut e);
+        e.handle(ConnId(2), &line("HISTORY|*|2"), 0);
+        e.handle(ConnId(2), &line("HISTORY|*|1000000000"), 0);
+        e.handle(ConnId(2), &line("HISTORY|*|0"), 0);
+        e.handle(ConnId(2), &line("HISTORY|#a|5"), 0);
+        e.handle(ConnId(2), &line("HISTORY|#bad,|5"), 0);
+        e.handle(ConnId(2), &line("HISTORY|*|1e9"), 0);
+        e.handle(ConnId(1), &line("HISTORY|#a|5"), 0);
+        e.handle(ConnId(2), &line("HISTORY|ana|10"), 0);
+        e.handle(ConnId(1), &line("HISTORY|ghost|10"), 0);
+        assert_eq!(
+            run(&mut e),
+            vec![
+                s(2, "HISTORY|*|ana|1003|b3\nHISTORY|*|ana|1004|b4\nHISTORY_END|*\n"),
+                s(2, "HISTORY|*|ana|1002|b2\nHISTORY|*|ana|1003|b3\nHISTORY|*|ana|1004|b4\nHISTORY_END|*\n"),
+                s(2, "HISTORY_END|*\n"),
+                s(2, "ERROR|403|No eres miembro de la sala\n"),
+                s(2, "ERROR|400|Nombre de sala no válido\n"),
+                s(2, "ERROR|400|Número no válido\n"),
+                s(1, "HISTORY|#a|ana|2000|r|x\nHISTORY_END|#a\n"),
+                s(2, "HISTORY|ana|ana|3000|p1\nHISTORY|ana|bob|3001|p2\nHISTORY_END|ana\n"),
+                s(1, "HISTORY_END|ghost\n"),
+            ]
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes() {
+        let mut e = Engine::with_limits(Limits { history_bytes: 10 * (64 + 5), ..Limits::default() });
+        joined(&mut e, 1, "ana");
+        for i in 0..100 {
+            e.handle(ConnId(1), &line(&format!("BROADCAST|{i:>2}")), i);
+        }
+        run(&mut e);
+        assert!(e.history.bytes <= 10 * 69 && e.history.order.len() <= 10);
+        e.handle(ConnId(1), &line("HISTORY|*|100"), 0);
+        let sent = run(&mut e);
+        assert!(sent[0].1.starts_with("HISTORY|*|ana|90|90\n"), "{}", sent[0].1);
     }
 
     // ------------------------------------------------------------------ the naive model
@@ -453,6 +880,20 @@ mod tests {
         /// (conn, legacy, name once joined), with joined users kept in order of joining.
         conns: Vec<(u64, bool, Option<String>)>,
         joined: Vec<u64>,
+        /// (room, members in order of joining), rooms with members only.
+        rooms: Vec<(String, Vec<u64>)>,
+        /// (target key, sender, content), oldest first; all of it (no limit reached here).
+        history: Vec<(String, String, String)>,
+    }
+
+    /// Rooms per connection in the model test.
+    const MODEL_ROOMS: usize = 2;
+
+    fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.chars().count() <= 32
+            && !name.starts_with('#')
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control() || "|,@".contains(c))
     }
 
     impl Model {
@@ -481,7 +922,32 @@ mod tests {
         fn send(&self, out: &mut Vec<(u64, String)>, to: u64, text: &str) {
             out.push((to, format!("{text}{}", self.term(to))));
         }
+        fn members(&self, room: &str) -> Vec<u64> {
+            self.rooms.iter().find(|r| r.0 == room).map(|r| r.1.clone()).unwrap_or_default()
+        }
+        fn room_names(&self, conn: u64) -> Vec<String> {
+            let mut names: Vec<String> =
+                self.rooms.iter().filter(|r| r.1.contains(&conn)).map(|r| r.0.clone()).collect();
+            names.sort();
+            names
+        }
+        fn part(&mut self, conn: u64, room: &str) {
+            for r in &mut self.rooms {
+                if r.0 == room {
+                    r.1.retain(|c| *c != conn);
+                }
+            }
+            self.rooms.retain(|r| !r.1.is_empty());
+        }
         fn leave(&mut self, conn: u64, out: &mut Vec<(u64, String)>) {
+            if let Some(me) = self.name(conn) {
+                for room in self.room_names(conn) {
+                    self.part(conn, &room);
+                    for c in self.members(&room) {
+                        self.send(out, c, &format!("PARTED|{room}|{me}"));
+                    }
+                }
+            }
             let joined = self.name(conn).is_some();
             self.conns.retain(|c| c.0 != conn);
             self.joined.retain(|c| *c != conn);
@@ -507,10 +973,7 @@ mod tests {
                     if me.is_some() {
                         return self.send(out, conn, "ERROR|409|Ya conectado");
                     }
-                    let valid = !name.is_empty()
-                        && name.chars().count() <= 32
-                        && !name.starts_with('#')
-                        && !name.chars().any(|c| c.is_whitespace() || c.is_control() || "|,@".contains(c));
+                    let valid = valid_name(name);
                     let taken = self.conns.iter().any(|c| c.2.as_deref() == Some(name));
                     if !valid || taken {
                         self.send(out, conn, "CONNECT_ACK|FAIL");
@@ -536,7 +999,11 @@ mod tests {
                         return self.send(out, conn, "ERROR|413|Mensaje demasiado largo");
                     }
                     match self.conns.iter().find(|c| c.2.as_deref() == Some(to)) {
-                        Some(c) => self.send(out, c.0, &forwarded),
+                        Some(c) => {
+                            let key = if me.as_str() <= to { format!("{me} {to}") } else { format!("{to} {me}") };
+                            self.history.push((key, me.clone(), content.to_string()));
+                            self.send(out, c.0, &forwarded)
+                        }
                         None => self.send(out, conn, "ERROR|404|Usuario no encontrado"),
                     }
                 }
@@ -549,17 +1016,133 @@ mod tests {
                     if forwarded.len() > 1024 {
                         return self.send(out, conn, "ERROR|413|Mensaje demasiado largo");
                     }
+                    self.history.push(("*".into(), me.clone(), content.to_string()));
                     for &c in &self.joined {
                         self.send(out, c, &forwarded);
                     }
+                }
+                ("JOIN" | "PART" | "ROOM" | "ROOMS" | "HISTORY", _) if self.term(conn).is_empty() => {
+                    let fields_ok = match cmd {
+                        "ROOMS" => matches!(rest, None | Some("")),
+                        "JOIN" | "PART" => rest.is_some(),
+                        _ => rest.is_some_and(|r| r.contains('|')),
+                    };
+                    if !fields_ok {
+                        return bad(self, out, "Número de campos incorrecto");
+                    }
+                    if cmd == "HISTORY" {
+                        let n = rest.unwrap().split_once('|').unwrap().1;
+                        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                            return bad(self, out, "Número no válido");
+                        }
+                    }
+                    if cmd == "ROOM" && rest.unwrap().split_once('|').unwrap().1.contains('\n') {
+                        return bad(self, out, "Salto de línea en el contenido");
+                    }
+                    bad(self, out, "Extensión no soportada")
+                }
+                ("JOIN" | "PART" | "ROOM", Some(rest)) if cmd != "ROOM" || rest.contains('|') => {
+                    let (room, content) = rest.split_once('|').filter(|_| cmd == "ROOM").unwrap_or((rest, ""));
+                    if cmd == "ROOM" && content.contains('\n') {
+                        return bad(self, out, "Salto de línea en el contenido");
+                    }
+                    let Some(me) = me else { return self.send(out, conn, "ERROR|401|No conectado") };
+                    let valid = room.starts_with('#') && room.chars().count() <= 32 && valid_name(&room[1..]);
+                    if !valid {
+                        return bad(self, out, "Nombre de sala no válido");
+                    }
+                    let member = self.members(room).contains(&conn);
+                    match cmd {
+                        "JOIN" if member => {
+                            let names: Vec<String> =
+                                self.members(room).iter().map(|c| self.name(*c).unwrap()).collect();
+                            self.send(out, conn, &format!("JOINED|{room}|{}", names.join(",")));
+                        }
+                        "JOIN" if self.room_names(conn).len() >= MODEL_ROOMS => {
+                            self.send(out, conn, "ERROR|405|Demasiadas salas")
+                        }
+                        "JOIN" => {
+                            match self.rooms.iter_mut().find(|r| r.0 == room) {
+                                Some(r) => r.1.push(conn),
+                                None => self.rooms.push((room.to_string(), vec![conn])),
+                            }
+                            let members = self.members(room);
+                            let names: Vec<String> = members.iter().map(|c| self.name(*c).unwrap()).collect();
+                            for c in members {
+                                self.send(out, c, &format!("JOINED|{room}|{}", names.join(",")));
+                            }
+                        }
+                        _ if !member => self.send(out, conn, "ERROR|403|No eres miembro de la sala"),
+                        "PART" => {
+                            for c in self.members(room) {
+                                self.send(out, c, &format!("PARTED|{room}|{me}"));
+                            }
+                            self.part(conn, room);
+                        }
+                        _ => {
+                            let forwarded = format!("ROOM|{room}|{me}|{content}");
+                            if forwarded.len() > 1024 {
+                                return self.send(out, conn, "ERROR|413|Mensaje demasiado largo");
+                            }
+                            self.history.push((room.to_string(), me.clone(), content.to_string()));
+                            for c in self.members(room) {
+                                self.send(out, c, &forwarded);
+                            }
+                        }
+                    }
+                }
+                ("ROOMS", None | Some("")) => {
+                    if me.is_none() {
+                        return self.send(out, conn, "ERROR|401|No conectado");
+                    }
+                    let mut names: Vec<String> = self.rooms.iter().map(|r| r.0.clone()).collect();
+                    names.sort();
+                    self.send(out, conn, &format!("ROOM_LIST|{}", names.join(",")));
+                }
+                ("HISTORY", Some(rest)) if rest.contains('|') => {
+                    let (target, n) = rest.split_once('|').unwrap();
+                    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                        return bad(self, out, "Número no válido");
+                    }
+                    let Some(me) = me else { return self.send(out, conn, "ERROR|401|No conectado") };
+                    let n = n.parse::<u64>().unwrap_or(u64::MAX).min(100) as usize;
+                    let key = if target == "*" {
+                        "*".to_string()
+                    } else if let Some(rest) = target.strip_prefix('#') {
+                        let valid = target.chars().count() <= 32 && valid_name(rest);
+                        if !valid {
+                            return bad(self, out, "Nombre de sala no válido");
+                        }
+                        if !self.members(target).contains(&conn) {
+                            return self.send(out, conn, "ERROR|403|No eres miembro de la sala");
+                        }
+                        target.to_string()
+                    } else {
+                        if !valid_name(target) {
+                            return bad(self, out, "Nombre no válido");
+                        }
+                        if me.as_str() <= target {
+                            format!("{me} {target}")
+                        } else {
+                            format!("{target} {me}")
+                        }
+                    };
+                    let all: Vec<&(String, String, String)> = self.history.iter().filter(|h| h.0 == key).collect();
+                    let mut text = String::new();
+                    for h in &all[all.len().saturating_sub(n)..] {
+                        text.push_str(&format!("HISTORY|{target}|{}|0|{}\n", h.1, h.2));
+                    }
+                    text.push_str(&format!("HISTORY_END|{target}\n"));
+                    out.push((conn, text));
                 }
                 ("DISCONNECT", None | Some("")) => {
                     out.push((conn, "<close>".into()));
                     self.leave(conn, out);
                 }
-                ("CONNECT" | "MESSAGE" | "BROADCAST" | "DISCONNECT", _) => {
-                    bad(self, out, "Número de campos incorrecto")
-                }
+                (
+                    "CONNECT" | "MESSAGE" | "BROADCAST" | "DISCONNECT" | "JOIN" | "PART" | "ROOM" | "ROOMS" | "HISTORY",
+                    _,
+                ) => bad(self, out, "Número de campos incorrecto"),
                 _ => bad(self, out, "Comando desconocido"),
             }
         }
@@ -583,6 +1166,14 @@ mod tests {
             Just(String::new()),
             Just("x".repeat(33)),
         ];
+        let room = prop_oneof![
+            Just("#r".to_string()),
+            Just("#s".to_string()),
+            Just("#t".to_string()),
+            Just("sala".to_string()),
+            Just("##x".to_string()),
+            Just(format!("#{}", "y".repeat(32))),
+        ];
         let content = prop_oneof![
             Just(String::new()),
             Just("hola|a".to_string()),
@@ -593,9 +1184,29 @@ mod tests {
             (conn.clone(), any::<bool>()).prop_map(|(c, l)| Op::Open(c, l)),
             (conn.clone(), name.clone()).prop_map(|(c, n)| Op::Line(c, format!("CONNECT|{n}"))),
             (conn.clone(), name, content.clone()).prop_map(|(c, n, t)| Op::Line(c, format!("MESSAGE|{n}|{t}"))),
-            (conn.clone(), content).prop_map(|(c, t)| Op::Line(c, format!("BROADCAST|{t}"))),
+            (conn.clone(), content.clone()).prop_map(|(c, t)| Op::Line(c, format!("BROADCAST|{t}"))),
             conn.clone().prop_map(|c| Op::Line(c, "DISCONNECT".into())),
             (conn.clone(), prop_oneof![Just("MESSAGE|bob"), Just("NOPE"), Just("DISCONNECT|x"), Just("CONNECT")])
+                .prop_map(|(c, t)| Op::Line(c, t.to_string())),
+            (conn.clone(), prop_oneof![Just("JOIN"), Just("PART")], room.clone())
+                .prop_map(|(c, v, r)| Op::Line(c, format!("{v}|{r}"))),
+            (conn.clone(), room.clone(), content.clone()).prop_map(|(c, r, t)| Op::Line(c, format!("ROOM|{r}|{t}"))),
+            (
+                conn.clone(),
+                prop_oneof![
+                    room,
+                    Just("*".to_string()),
+                    Just("ana".to_string()),
+                    Just("bob".to_string()),
+                    Just("a b".to_string())
+                ],
+                prop_oneof![Just("0"), Just("2"), Just("1000000000"), Just("1e9"), Just("")]
+            )
+                .prop_map(|(c, t, n)| Op::Line(c, format!("HISTORY|{t}|{n}"))),
+            (
+                conn.clone(),
+                prop_oneof![Just("ROOMS"), Just("ROOMS|x"), Just("JOIN"), Just("ROOM|#r"), Just("HISTORY|*")]
+            )
                 .prop_map(|(c, t)| Op::Line(c, t.to_string())),
             conn.prop_map(Op::Close),
         ]
@@ -605,7 +1216,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(500))]
         #[test]
         fn engine_matches_the_naive_model(ops in proptest::collection::vec(op(), 0..60)) {
-            let mut engine = Engine::new();
+            let mut engine = Engine::with_limits(Limits { max_rooms: MODEL_ROOMS, ..Limits::default() });
             let mut model = Model::default();
             for op in ops {
                 let mut expected = Vec::new();
@@ -618,7 +1229,7 @@ mod tests {
                         model.conns.push((*c, *legacy, None));
                     }
                     Op::Line(c, text) => {
-                        engine.handle(ConnId(*c), &line(text));
+                        engine.handle(ConnId(*c), &line(text), 0);
                         model.handle(*c, text, &mut expected);
                     }
                     Op::Close(c) => {
@@ -630,6 +1241,10 @@ mod tests {
                 let users: Vec<String> = engine.users().map(str::to_string).collect();
                 let model_users: Vec<String> = model.joined.iter().map(|c| model.name(*c).unwrap()).collect();
                 prop_assert_eq!(users, model_users);
+                let rooms: Vec<String> = engine.rooms().map(str::to_string).collect();
+                let mut model_rooms: Vec<String> = model.rooms.iter().map(|r| r.0.clone()).collect();
+                model_rooms.sort();
+                prop_assert_eq!(rooms, model_rooms);
             }
         }
     }

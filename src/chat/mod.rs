@@ -16,5 +16,7 @@ pub mod server;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};
-pub use engine::{ConnId, Engine, Leave, LogEvent, Mode, Output};
-pub use wire::{check_name, parse_reply, parse_request, Code, NameError, ParseError, Reply, Request};
+pub use engine::{ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+pub use wire::{
+    check_name, check_room, parse_reply, parse_request, Code, NameError, ParseError, Reply, Request, RoomNameError,
+};

@@ -25,7 +25,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::codec::{Frame, LineCodec};
-use crate::chat::engine::{ConnId, Engine, Leave, LogEvent, Mode, Output};
+use crate::chat::engine::{ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
 use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
 
 /// Why a server could not start.
@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub drop_grace: Duration,
     /// Print SPEC-chat 5's event lines on standard output.
     pub console: bool,
+    /// Rooms per connection and history kept (SPEC-chat 7).
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             max_queued_messages: 1000,
             drop_grace: Duration::from_secs(2),
             console: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -351,7 +354,7 @@ impl Server {
             (None, None)
         };
         let hub = Hub {
-            engine: Engine::new(),
+            engine: Engine::with_limits(config.limits),
             outboxes: HashMap::new(),
             console,
             stats: stats.clone(),
@@ -532,7 +535,7 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                         let frame = if buf.len() > MAX_MESSAGE { Frame::TooLong } else { Frame::Line(buf.split().freeze()) };
                         buf = BytesMut::new();
                         let mut hub = lock(&shared.hub);
-                        hub.engine.handle(id, &frame);
+                        hub.engine.handle(id, &frame, unix_millis());
                         hub.dispatch();
                     }
                 }
@@ -561,7 +564,7 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                         let frame = Frame::Line(buf.split().freeze());
                         buf = BytesMut::new();
                         let mut hub = lock(&shared.hub);
-                        hub.engine.handle(id, &frame);
+                        hub.engine.handle(id, &frame, unix_millis());
                         hub.dispatch();
                     }
                     other => {
@@ -601,11 +604,17 @@ fn framed_input(shared: &Shared, id: ConnId, codec: &mut LineCodec, buf: &mut By
     if frames.is_empty() {
         return;
     }
+    let now = unix_millis();
     let mut hub = lock(&shared.hub);
     for frame in &frames {
-        hub.engine.handle(id, frame);
+        hub.engine.handle(id, frame, now);
     }
     hub.dispatch();
+}
+
+/// Unix time in milliseconds, for the history's stamps (0 if the clock is before 1970).
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Logs a last `ERROR` (408, or 400 when the first message is neither framed nor a legacy

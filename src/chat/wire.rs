@@ -30,6 +30,17 @@ pub enum Request {
     Broadcast(String),
     /// `DISCONNECT` (or `DISCONNECT|`)
     Disconnect,
+    /// `JOIN|room` (SPEC-chat 7)
+    Join(String),
+    /// `PART|room`
+    Part(String),
+    /// `ROOM|room|content`
+    Room { room: String, content: String },
+    /// `ROOMS` (or `ROOMS|`)
+    Rooms,
+    /// `HISTORY|target|n`: n as sent, digits only (above 100 counts as 100, so any number
+    /// of digits is taken and saturates).
+    History { target: String, n: u64 },
 }
 
 /// A message from the server to a client.
@@ -45,6 +56,18 @@ pub enum Reply {
     Broadcast { from: String, content: String },
     /// `ERROR|code|text`
     Error { code: u16, text: String },
+    /// `JOINED|room|u1,u2,...`: the room's members in order of joining (SPEC-chat 7).
+    Joined { room: String, members: Vec<String> },
+    /// `PARTED|room|name`
+    Parted { room: String, name: String },
+    /// `ROOM|room|sender|content`
+    Room { room: String, from: String, content: String },
+    /// `ROOM_LIST|r1,r2,...`
+    RoomList(Vec<String>),
+    /// `HISTORY|target|sender|unix_millis|content`
+    History { target: String, from: String, millis: u64, content: String },
+    /// `HISTORY_END|target`
+    HistoryEnd(String),
 }
 
 /// Why a line is not a message (all answered with 400, SPEC-chat 4).
@@ -62,6 +85,8 @@ pub enum ParseError {
     Extension,
     #[error("malformed error code")]
     BadCode,
+    #[error("the count of HISTORY is not a number")]
+    BadCount,
 }
 
 impl ParseError {
@@ -74,6 +99,7 @@ impl ParseError {
             ParseError::LineBreak => "Salto de línea en el contenido",
             ParseError::Extension => "Extensión no soportada",
             ParseError::BadCode => "Código no válido",
+            ParseError::BadCount => "Número no válido",
         }
     }
 }
@@ -89,6 +115,28 @@ pub enum NameError {
     Forbidden(char),
     #[error("the name starts with '#', which is for rooms")]
     RoomPrefix,
+}
+
+/// Why a name is not a room name (SPEC-chat 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomNameError {
+    #[error("a room name starts with '#'")]
+    NoPrefix,
+    #[error("the room name has more than 32 characters with its '#'")]
+    TooLong,
+    #[error("after its '#', a room name is a user name: {0}")]
+    Name(NameError),
+}
+
+/// Checks a room name against SPEC-chat 7: `#` followed by a user name of SPEC-chat 2, at
+/// most 32 code points with the `#` (so `##a` is not a room name: the name after `#` may not
+/// start with `#`).
+pub fn check_room(room: &str) -> Result<(), RoomNameError> {
+    let rest = room.strip_prefix('#').ok_or(RoomNameError::NoPrefix)?;
+    if rest.chars().count() > MAX_NAME_CHARS - 1 {
+        return Err(RoomNameError::TooLong);
+    }
+    check_name(rest).map_err(RoomNameError::Name)
 }
 
 /// Checks a user name against SPEC-chat 2: 1 to 32 code points, none white space (Unicode's
@@ -142,8 +190,34 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ParseError> {
             None | Some("") => Ok(Request::Disconnect),
             Some(_) => Err(ParseError::FieldCount),
         },
-        "JOIN" | "PART" | "ROOM" | "ROOMS" | "HISTORY" => Err(ParseError::Extension),
+        "JOIN" => rest.map(|room| Request::Join(room.to_string())).ok_or(ParseError::FieldCount),
+        "PART" => rest.map(|room| Request::Part(room.to_string())).ok_or(ParseError::FieldCount),
+        "ROOM" => {
+            let (room, text) = rest.and_then(|r| r.split_once('|')).ok_or(ParseError::FieldCount)?;
+            Ok(Request::Room { room: room.to_string(), content: content(text)? })
+        }
+        "ROOMS" => match rest {
+            None | Some("") => Ok(Request::Rooms),
+            Some(_) => Err(ParseError::FieldCount),
+        },
+        "HISTORY" => {
+            let (target, n) = rest.and_then(|r| r.split_once('|')).ok_or(ParseError::FieldCount)?;
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError::BadCount);
+            }
+            // Any run of digits is a number; past u64 it saturates like everything above 100.
+            let n = n.parse().unwrap_or(u64::MAX);
+            Ok(Request::History { target: target.to_string(), n })
+        }
         _ => Err(ParseError::UnknownCommand),
+    }
+}
+
+fn list(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        text.split(',').map(str::to_string).collect()
     }
 }
 
@@ -172,6 +246,33 @@ pub fn parse_reply(line: &[u8]) -> Result<Reply, ParseError> {
             let code = code.parse().map_err(|_| ParseError::BadCode)?;
             Ok(Reply::Error { code, text: content(text)? })
         }
+        "JOINED" => {
+            let (room, members) = rest?.split_once('|').ok_or(ParseError::FieldCount)?;
+            Ok(Reply::Joined { room: room.to_string(), members: list(members) })
+        }
+        "PARTED" => {
+            let (room, name) = rest?.split_once('|').ok_or(ParseError::FieldCount)?;
+            Ok(Reply::Parted { room: room.to_string(), name: name.to_string() })
+        }
+        "ROOM" => {
+            let mut parts = rest?.splitn(3, '|');
+            let (Some(room), Some(from), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(ParseError::FieldCount);
+            };
+            Ok(Reply::Room { room: room.to_string(), from: from.to_string(), content: content(text)? })
+        }
+        "ROOM_LIST" => Ok(Reply::RoomList(list(rest?))),
+        "HISTORY" => {
+            let mut parts = rest?.splitn(4, '|');
+            let (Some(target), Some(from), Some(millis), Some(text)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(ParseError::FieldCount);
+            };
+            let millis = millis.parse().map_err(|_| ParseError::BadCount)?;
+            Ok(Reply::History { target: target.to_string(), from: from.to_string(), millis, content: content(text)? })
+        }
+        "HISTORY_END" => Ok(Reply::HistoryEnd(rest?.to_string())),
         _ => Err(ParseError::UnknownCommand),
     }
 }
@@ -184,6 +285,11 @@ impl Request {
             Request::Message { to, content } => put(out, &["MESSAGE", to, content]),
             Request::Broadcast(content) => put(out, &["BROADCAST", content]),
             Request::Disconnect => out.put_slice(b"DISCONNECT"),
+            Request::Join(room) => put(out, &["JOIN", room]),
+            Request::Part(room) => put(out, &["PART", room]),
+            Request::Room { room, content } => put(out, &["ROOM", room, content]),
+            Request::Rooms => out.put_slice(b"ROOMS"),
+            Request::History { target, n } => put(out, &["HISTORY", target, itoa::Buffer::new().format(*n)]),
         }
     }
 
@@ -209,6 +315,20 @@ impl Reply {
             Reply::Message { from, content } => put(out, &["MESSAGE", from, content]),
             Reply::Broadcast { from, content } => put(out, &["BROADCAST", from, content]),
             Reply::Error { code, text } => put(out, &["ERROR", itoa::Buffer::new().format(*code), text]),
+            Reply::Joined { room, members } => {
+                put(out, &["JOINED", room, ""]);
+                put_list(out, members.iter().map(String::as_str));
+            }
+            Reply::Parted { room, name } => put(out, &["PARTED", room, name]),
+            Reply::Room { room, from, content } => put(out, &["ROOM", room, from, content]),
+            Reply::RoomList(rooms) => {
+                out.put_slice(b"ROOM_LIST|");
+                put_list(out, rooms.iter().map(String::as_str));
+            }
+            Reply::History { target, from, millis, content } => {
+                put(out, &["HISTORY", target, from, itoa::Buffer::new().format(*millis), content])
+            }
+            Reply::HistoryEnd(target) => put(out, &["HISTORY_END", target]),
         }
     }
 
@@ -227,6 +347,16 @@ fn put(out: &mut BytesMut, fields: &[&str]) {
             out.put_u8(b'|');
         }
         out.put_slice(field.as_bytes());
+    }
+}
+
+/// Appends `a,b,c`.
+pub(crate) fn put_list<'a>(out: &mut BytesMut, items: impl Iterator<Item = &'a str>) {
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(item.as_bytes());
     }
 }
 
@@ -255,7 +385,11 @@ pub enum Code {
     /// 400
     BadRequest,
     NotConnected,
+    /// 403: ROOM, PART or HISTORY of a room the user is not a member of.
+    Forbidden,
     NotFound,
+    /// 405: JOIN past the limit of rooms per connection.
+    TooManyRooms,
     Timeout,
     Conflict,
     TooLarge,
@@ -268,7 +402,9 @@ impl Code {
         match self {
             Code::BadRequest => 400,
             Code::NotConnected => 401,
+            Code::Forbidden => 403,
             Code::NotFound => 404,
+            Code::TooManyRooms => 405,
             Code::Timeout => 408,
             Code::Conflict => 409,
             Code::TooLarge => 413,
@@ -290,6 +426,9 @@ pub(crate) const TEXT_ALREADY_JOINED: &str = "Ya conectado";
 pub(crate) const TEXT_BAD_NAME: &str = "Nombre no válido";
 pub(crate) const TEXT_TOO_LARGE: &str = "Mensaje demasiado largo";
 pub(crate) const TEXT_SLOW_READER: &str = "Lectura demasiado lenta";
+pub(crate) const TEXT_BAD_ROOM: &str = "Nombre de sala no válido";
+pub(crate) const TEXT_NOT_MEMBER: &str = "No eres miembro de la sala";
+pub(crate) const TEXT_TOO_MANY_ROOMS: &str = "Demasiadas salas";
 
 #[cfg(test)]
 mod tests {
@@ -313,7 +452,19 @@ mod tests {
         assert_eq!(parse_request(b"BROADCAST"), Err(ParseError::FieldCount));
         assert_eq!(parse_request(b"connect|ana"), Err(ParseError::UnknownCommand));
         assert_eq!(parse_request(b""), Err(ParseError::UnknownCommand));
-        assert_eq!(parse_request(b"JOIN|#a"), Err(ParseError::Extension));
+        assert_eq!(parse_request(b"JOIN|#a"), Ok(Request::Join("#a".into())));
+        assert_eq!(parse_request(b"JOIN"), Err(ParseError::FieldCount));
+        assert_eq!(parse_request(b"ROOM|#a|x|y"), Ok(Request::Room { room: "#a".into(), content: "x|y".into() }));
+        assert_eq!(parse_request(b"ROOMS|"), Ok(Request::Rooms));
+        assert_eq!(parse_request(b"HISTORY|*|0"), Ok(Request::History { target: "*".into(), n: 0 }));
+        assert_eq!(
+            parse_request(b"HISTORY|#a|99999999999999999999999"),
+            Ok(Request::History { target: "#a".into(), n: u64::MAX })
+        );
+        for bad in ["HISTORY|*|1e9", "HISTORY|*|", "HISTORY|*|-1", "HISTORY|*|x", "HISTORY|*| 1"] {
+            assert_eq!(parse_request(bad.as_bytes()), Err(ParseError::BadCount), "{bad}");
+        }
+        assert_eq!(parse_request(b"HISTORY|*"), Err(ParseError::FieldCount));
         assert_eq!(parse_request(b"CONNECT|\xff"), Err(ParseError::InvalidUtf8));
         assert_eq!(parse_request(b"BROADCAST|a\nb"), Err(ParseError::LineBreak));
     }
@@ -334,6 +485,17 @@ mod tests {
     }
 
     #[test]
+    fn room_names() {
+        assert_eq!(check_room("#sala"), Ok(()));
+        assert_eq!(check_room(&format!("#{}", "a".repeat(31))), Ok(()));
+        assert_eq!(check_room(&format!("#{}", "a".repeat(32))), Err(RoomNameError::TooLong));
+        assert_eq!(check_room("sala"), Err(RoomNameError::NoPrefix));
+        assert_eq!(check_room("#"), Err(RoomNameError::Name(NameError::Empty)));
+        assert_eq!(check_room("##a"), Err(RoomNameError::Name(NameError::RoomPrefix)));
+        assert!(matches!(check_room("#a,b"), Err(RoomNameError::Name(NameError::Forbidden(',')))));
+    }
+
+    #[test]
     fn replies_round_trip() {
         for reply in [
             Reply::ConnectAck(true),
@@ -343,6 +505,13 @@ mod tests {
             Reply::Message { from: "a".into(), content: "x|y".into() },
             Reply::Broadcast { from: "a".into(), content: String::new() },
             Reply::Error { code: 404, text: "Usuario no encontrado".into() },
+            Reply::Joined { room: "#a".into(), members: vec!["x".into(), "y".into()] },
+            Reply::Parted { room: "#a".into(), name: "x".into() },
+            Reply::Room { room: "#a".into(), from: "x".into(), content: "a|b".into() },
+            Reply::RoomList(vec![]),
+            Reply::RoomList(vec!["#a".into(), "#b".into()]),
+            Reply::History { target: "*".into(), from: "x".into(), millis: 1_700_000_000_000, content: "a|b".into() },
+            Reply::HistoryEnd("bob".into()),
         ] {
             let line = reply.framed();
             assert_eq!(parse_reply(&line[..line.len() - 1]), Ok(reply));

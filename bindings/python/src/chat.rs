@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cartero::chat::client::blocking::{Client, Sender};
 use cartero::chat::client::ClientError;
 use cartero::chat::server::{Server as ChatServer, ServerConfig};
-use cartero::chat::Reply;
+use cartero::chat::{Reply, Request};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -60,6 +60,13 @@ struct ChatClient {
     name: String,
 }
 
+impl ChatClient {
+    fn request(&self, py: Python<'_>, request: Request) -> PyResult<()> {
+        let sender = self.sender.clone();
+        py.detach(move || sender.request(&request)).map_err(|e| to_py_error(py, e))
+    }
+}
+
 #[pymethods]
 impl ChatClient {
     /// Connects to `host:port` and joins as `name`; each step waits `timeout` seconds at most.
@@ -99,6 +106,31 @@ impl ChatClient {
         py.detach(move || sender.broadcast(&content)).map_err(|e| to_py_error(py, e))
     }
 
+    /// `JOIN|room`.
+    fn join(&self, py: Python<'_>, room: String) -> PyResult<()> {
+        self.request(py, Request::Join(room))
+    }
+
+    /// `PART|room`.
+    fn part(&self, py: Python<'_>, room: String) -> PyResult<()> {
+        self.request(py, Request::Part(room))
+    }
+
+    /// `ROOM|room|content`.
+    fn room(&self, py: Python<'_>, room: String, content: String) -> PyResult<()> {
+        self.request(py, Request::Room { room, content })
+    }
+
+    /// `ROOMS`.
+    fn rooms(&self, py: Python<'_>) -> PyResult<()> {
+        self.request(py, Request::Rooms)
+    }
+
+    /// `HISTORY|target|n`.
+    fn history(&self, py: Python<'_>, target: String, n: u64) -> PyResult<()> {
+        self.request(py, Request::History { target, n })
+    }
+
     /// `DISCONNECT`: the server then closes the connection.
     fn disconnect(&self, py: Python<'_>) -> PyResult<()> {
         let sender = self.sender.clone();
@@ -111,8 +143,10 @@ impl ChatClient {
     }
 
     /// The next message from the server as `(kind, a, b)`: `("user_list", [names], None)`,
-    /// `("message", sender, content)`, `("broadcast", sender, content)` or
-    /// `("error", code, text)`. None when nothing came within `timeout` seconds (forever
+    /// `("message", sender, content)`, `("broadcast", sender, content)`,
+    /// `("error", code, text)`, `("joined", room, [names])`, `("parted", room, name)`,
+    /// `("room", room, (sender, content))`, `("room_list", [rooms], None)`,
+    /// `("history", target, (sender, millis, content))` or `("history_end", target, None)`. None when nothing came within `timeout` seconds (forever
     /// when None); raises `cartero.chat.Closed` once the server closed the connection.
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
@@ -147,6 +181,14 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Py<PyAny>> {
         Reply::Broadcast { from, content } => ("broadcast", from, content).into_pyobject(py)?.into_any(),
         Reply::Error { code, text } => ("error", code, text).into_pyobject(py)?.into_any(),
         Reply::ConnectAck(ok) => ("connect_ack", ok, None::<String>).into_pyobject(py)?.into_any(),
+        Reply::Joined { room, members } => ("joined", room, members).into_pyobject(py)?.into_any(),
+        Reply::Parted { room, name } => ("parted", room, name).into_pyobject(py)?.into_any(),
+        Reply::Room { room, from, content } => ("room", room, (from, content)).into_pyobject(py)?.into_any(),
+        Reply::RoomList(rooms) => ("room_list", rooms, None::<String>).into_pyobject(py)?.into_any(),
+        Reply::History { target, from, millis, content } => {
+            ("history", target, (from, millis, content)).into_pyobject(py)?.into_any()
+        }
+        Reply::HistoryEnd(target) => ("history_end", target, None::<String>).into_pyobject(py)?.into_any(),
     };
     Ok(tuple.unbind())
 }

@@ -71,6 +71,38 @@ def test_join_message_broadcast_and_leave(port):
         assert list(ana.events(timeout=0.2)) == []
 
 
+def test_rooms_and_history(port):
+    with chat.Client(LOCAL, port, "ana") as ana, chat.Client(LOCAL, port, "bob") as bob:
+        until_list(ana, ["ana", "bob"])
+        until_list(bob, ["ana", "bob"])
+        ana.join("#sala")
+        assert ana.recv(5.0) == chat.Joined("#sala", ["ana"])
+        bob.join("#sala")
+        assert ana.recv(5.0) == chat.Joined("#sala", ["ana", "bob"])
+        assert bob.recv(5.0) == chat.Joined("#sala", ["ana", "bob"])
+        bob.room("#sala", "hola | sala")
+        assert ana.recv(5.0) == chat.RoomMessage("#sala", "bob", "hola | sala")
+        assert bob.recv(5.0) == chat.RoomMessage("#sala", "bob", "hola | sala")
+        ana.room("#otra", "x")
+        assert ana.recv(5.0) == chat.ServerError(403, "No eres miembro de la sala")
+        ana.rooms()
+        assert ana.recv(5.0) == chat.RoomList(["#sala"])
+        before = int(time.time() * 1000)
+        ana.history("#sala", 1_000_000_000)
+        entry = ana.recv(5.0)
+        assert isinstance(entry, chat.HistoryEntry), entry
+        assert (entry.target, entry.sender, entry.content) == ("#sala", "bob", "hola | sala")
+        assert before - 60_000 <= entry.millis <= before
+        assert ana.recv(5.0) == chat.HistoryEnd("#sala")
+        ana.history("*", 0)
+        assert ana.recv(5.0) == chat.HistoryEnd("*")
+        with pytest.raises(chat.InvalidInput):
+            ana.history("*", -1)
+        bob.part("#sala")
+        assert bob.recv(5.0) == chat.Parted("#sala", "bob")
+        assert ana.recv(5.0) == chat.Parted("#sala", "bob")
+
+
 def test_typed_exceptions(port):
     with chat.Client(LOCAL, port, "ana"):
         with pytest.raises(chat.NameRefused) as taken:

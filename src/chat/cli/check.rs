@@ -1,5 +1,6 @@
 //! `cartero chat check HOST PORT`: runs the clauses of SPEC-chat 1-4 against any chat server
-//! and prints one line per clause with its section number.
+//! and prints one line per clause with its section number; those of section 7 (rooms and
+//! history) too when the server accepts `JOIN`.
 //!
 //! Every clause opens its own connections under fresh names, every step waits at most
 //! `--timeout`, and the checker says first whether it can connect at all. Exit status: 0 when
@@ -414,6 +415,87 @@ async fn legacy(ctx: &Ctx) -> Step<()> {
     Ok(())
 }
 
+/// Whether the server serves rooms (SPEC-chat 7): a JOIN not answered with `ERROR|400`.
+async fn accepts_join(ctx: &Ctx) -> Step<bool> {
+    let a = ctx.name();
+    let mut c = join(ctx, &a).await?;
+    c.send(format!("JOIN|#{a}\n").as_bytes()).await?;
+    let line = c.message("an answer to JOIN").await?;
+    Ok(!line.starts_with("ERROR|400|"))
+}
+
+async fn rooms(ctx: &Ctx) -> Step<()> {
+    let (a, b, c) = (ctx.name(), ctx.name(), ctx.name());
+    let room = format!("#{a}");
+    let mut ca = join(ctx, &a).await?;
+    let mut cb = join(ctx, &b).await?;
+    let mut cc = join(ctx, &c).await?;
+    ca.send(format!("JOIN|{room}\n").as_bytes()).await?;
+    let want = format!("JOINED|{room}|{a}");
+    ca.expect("JOINED to the joiner", |l| l == want).await?;
+    cb.send(format!("JOIN|{room}\n").as_bytes()).await?;
+    let want = format!("JOINED|{room}|{a},{b}");
+    ca.expect("JOINED to the members, in order of joining", |l| l == want).await?;
+    cb.expect("JOINED to the joiner, in order of joining", |l| l == want).await?;
+    cb.send(format!("ROOM|{room}|hola|sala\n").as_bytes()).await?;
+    let want = format!("ROOM|{room}|{b}|hola|sala");
+    ca.expect("ROOM at another member", |l| l == want).await?;
+    cb.expect("ROOM at its sender", |l| l == want).await?;
+    cc.send(format!("ROOM|{room}|intruso\n").as_bytes()).await?;
+    expect_error(&mut cc, 403, "ROOM from a non-member").await?;
+    cc.send(b"JOIN|sin-almohadilla\n").await?;
+    expect_error(&mut cc, 400, "JOIN of a name without #").await?;
+    cb.send(format!("PART|{room}\n").as_bytes()).await?;
+    let want = format!("PARTED|{room}|{b}");
+    ca.expect("PARTED at a member", |l| l == want).await?;
+    cb.expect("PARTED at the leaver", |l| l == want).await?;
+    cc.send(format!("JOIN|{room}\n").as_bytes()).await?;
+    let want = format!("JOINED|{room}|{a},{c}");
+    ca.expect("JOINED after a PART", |l| l == want).await?;
+    drop(cc);
+    let want = format!("PARTED|{room}|{c}");
+    ca.expect("PARTED when a member's connection closes", |l| l == want).await.map(drop)
+}
+
+async fn room_list(ctx: &Ctx) -> Step<()> {
+    let a = ctx.name();
+    let room = format!("#{a}");
+    let mut ca = join(ctx, &a).await?;
+    ca.send(format!("JOIN|{room}\nROOMS\n").as_bytes()).await?;
+    ca.expect("JOINED", |l| l.starts_with("JOINED|")).await?;
+    let list = ca.expect("ROOM_LIST", |l| l.starts_with("ROOM_LIST|")).await?;
+    if !list["ROOM_LIST|".len()..].split(',').any(|r| r == room) {
+        return Err(format!("ROOM_LIST without {room}: {list:?}"));
+    }
+    Ok(())
+}
+
+async fn history(ctx: &Ctx) -> Step<()> {
+    let (a, b) = (ctx.name(), ctx.name());
+    let room = format!("#{a}");
+    let mut ca = join(ctx, &a).await?;
+    let mut cb = join(ctx, &b).await?;
+    ca.send(format!("JOIN|{room}\nROOM|{room}|uno\nROOM|{room}|dos\n").as_bytes()).await?;
+    ca.expect("JOINED", |l| l.starts_with("JOINED|")).await?;
+    ca.expect("ROOM uno", |l| l.ends_with("|uno")).await?;
+    ca.expect("ROOM dos", |l| l.ends_with("|dos")).await?;
+    ca.send(format!("HISTORY|{room}|1\n").as_bytes()).await?;
+    let line = ca.message("HISTORY").await?;
+    let fields: Vec<&str> = line.splitn(5, '|').collect();
+    let millis_ok = fields.get(3).is_some_and(|m| m.parse::<u64>().is_ok());
+    if fields.len() != 5 || fields[..3] != ["HISTORY", room.as_str(), a.as_str()] || !millis_ok || fields[4] != "dos" {
+        return Err(format!("HISTORY|{room}|1 got {line:?}, not HISTORY|{room}|{a}|<millis>|dos"));
+    }
+    let end = format!("HISTORY_END|{room}");
+    ca.expect("HISTORY_END", |l| l == end).await?;
+    ca.send(format!("HISTORY|{room}|0\n").as_bytes()).await?;
+    ca.expect("HISTORY_END alone for n = 0", |l| l == end).await?;
+    ca.send(format!("HISTORY|{room}|x\n").as_bytes()).await?;
+    expect_error(&mut ca, 400, "HISTORY with n not a number").await?;
+    cb.send(format!("HISTORY|{room}|5\n").as_bytes()).await?;
+    expect_error(&mut cb, 403, "HISTORY of a room by a non-member").await
+}
+
 /// Runs every clause against `host:port`. `Err` when the server cannot be reached.
 pub async fn run_checks(host: &str, port: u16, timeout: Duration) -> Result<Vec<Outcome>, String> {
     let ctx = Ctx {
@@ -452,6 +534,12 @@ pub async fn run_checks(host: &str, port: u16, timeout: Duration) -> Result<Vec<
     clause!(4, "404: MESSAGE to a user who is not connected", not_found);
     clause!(4, "409: a second CONNECT on a joined connection", second_connect);
     clause!(4, "413: over 1024 bytes, or a forwarded form over it; the connection stays open", too_large);
+    // Section 7 is optional: its clauses run when the server accepts JOIN.
+    if accepts_join(&ctx).await.unwrap_or(false) {
+        clause!(7, "rooms: JOINED, ROOM and PARTED to the members in order, 403 and 400", rooms);
+        clause!(7, "ROOMS lists a room that has members", room_list);
+        clause!(7, "HISTORY: the last n oldest first, HISTORY_END, n = 0, 400 and 403", history);
+    }
     Ok(out)
 }
 

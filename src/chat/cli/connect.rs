@@ -2,7 +2,10 @@
 //!
 //! Lines typed at the `> ` prompt (or read from a pipe, line by line): `@name text` sends a
 //! private message, `/users` prints the last user list, `/logout` (or the end of input, or
-//! Ctrl-C at the terminal) leaves; any other non-empty line is a broadcast. What the server
+//! Ctrl-C at the terminal) leaves; rooms (SPEC-chat 7): `/join #room`, `/part #room` (or
+//! `/part` alone: the room of the last `/join`),
+//! `#room text`, `/rooms`, `/history #room|*|name [n]` (n defaults to 20); any other
+//! non-empty line is a broadcast. What the server
 //! sends is printed as the original console client prints it, above the line being typed.
 
 use std::process::ExitCode;
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use crate::chat::client::blocking::{Client, Sender};
 use crate::chat::client::{default_timeout, ClientError};
-use crate::chat::wire::Reply;
+use crate::chat::wire::{Reply, Request};
 use crate::console::{Input, Printer};
 
 #[derive(clap::Args)]
@@ -41,6 +44,15 @@ pub fn reply_text(reply: &Reply) -> String {
         Reply::Error { code, text } => format!("Error {code}: {text}"),
         Reply::ConnectAck(true) => "Conectado exitosamente".into(),
         Reply::ConnectAck(false) => "Conexión fallida".into(),
+        Reply::Joined { room, members } => format!("[{room}] Miembros: {}", members.join(", ")),
+        Reply::Parted { room, name } => format!("[{room}] {name} salió de la sala"),
+        Reply::Room { room, from, content } => format!("[{room}] {from}: {content}"),
+        Reply::RoomList(rooms) => format!("Salas: {}", rooms.join(", ")),
+        Reply::History { target, from, millis, content } => {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(*millis);
+            format!("Historial de {target} [{}] {from}: {content}", humantime::format_rfc3339_seconds(at))
+        }
+        Reply::HistoryEnd(target) => format!("Fin del historial de {target}"),
     }
 }
 
@@ -106,11 +118,13 @@ pub fn run(args: Args) -> ExitCode {
             let _ = done_tx.send(());
         })
     };
+    // The room of the last `/join`, for `/part` without a room.
+    let mut last_room = None;
     while let Some(line) = input.read_line() {
         if gone.load(Ordering::Acquire) {
             break;
         }
-        if !command(&line, &sender, &printer, &users) {
+        if !command(&line, &sender, &printer, &users, &mut last_room) {
             break;
         }
     }
@@ -149,7 +163,13 @@ fn receive(mut client: Client, printer: &Printer, users: &Mutex<Vec<String>>) {
 }
 
 /// Runs one typed line; false when the console should leave.
-fn command(line: &str, sender: &Sender, printer: &Printer, users: &Mutex<Vec<String>>) -> bool {
+fn command(
+    line: &str,
+    sender: &Sender,
+    printer: &Printer,
+    users: &Mutex<Vec<String>>,
+    last_room: &mut Option<String>,
+) -> bool {
     let line = line.trim_end_matches(['\r', '\n']);
     let result = if let Some(rest) = line.strip_prefix('@') {
         let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -158,6 +178,36 @@ fn command(line: &str, sender: &Sender, printer: &Printer, users: &Mutex<Vec<Str
             return true;
         }
         sender.send(to, text)
+    } else if line.starts_with('#') {
+        let (room, text) = line.split_once(' ').unwrap_or((line, ""));
+        sender.request(&Request::Room { room: room.to_string(), content: text.to_string() })
+    } else if let Some(room) = line.strip_prefix("/join ") {
+        *last_room = Some(room.trim().to_string());
+        sender.request(&Request::Join(room.trim().to_string()))
+    } else if line.trim() == "/part" || line.starts_with("/part ") {
+        let named = line["/part".len()..].trim();
+        let room = if named.is_empty() { last_room.take() } else { Some(named.to_string()) };
+        let Some(room) = room else {
+            eprintln!("cartero: usage: /part #sala");
+            return true;
+        };
+        if last_room.as_deref() == Some(room.as_str()) {
+            *last_room = None;
+        }
+        sender.request(&Request::Part(room))
+    } else if line.trim() == "/rooms" {
+        sender.request(&Request::Rooms)
+    } else if let Some(rest) = line.strip_prefix("/history ") {
+        let mut words = rest.split_whitespace();
+        let (Some(target), n) = (words.next(), words.next()) else {
+            eprintln!("cartero: usage: /history #sala|*|nombre [n]");
+            return true;
+        };
+        let Ok(n) = n.unwrap_or("20").parse::<u64>() else {
+            eprintln!("cartero: usage: /history #sala|*|nombre [n]");
+            return true;
+        };
+        sender.request(&Request::History { target: target.to_string(), n })
     } else if line.trim() == "/users" {
         let list = users.lock().unwrap_or_else(|p| p.into_inner()).join(", ");
         printer.print(format!("Usuarios conectados: {list}"));

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::chat::engine::Limits;
 use crate::chat::server::{Server, ServerConfig};
 
 #[derive(clap::Args)]
@@ -32,6 +33,12 @@ pub struct Args {
     /// Messages that may wait for one reader before it is dropped with ERROR|503.
     #[arg(long, default_value_t = 1000)]
     max_queued_messages: usize,
+    /// Rooms one connection may be in at once; one more JOIN gets ERROR|405.
+    #[arg(long, default_value_t = 100)]
+    max_rooms: usize,
+    /// Messages of history kept per target (a room, the broadcasts, two users' private messages).
+    #[arg(long, default_value_t = 10_000)]
+    history_per_target: usize,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -51,6 +58,7 @@ pub fn run(args: Args) -> ExitCode {
         max_queued_bytes: args.max_queued_bytes,
         max_queued_messages: args.max_queued_messages,
         console: true,
+        limits: Limits { max_rooms: args.max_rooms, history_per_target: args.history_per_target, ..Limits::default() },
         ..ServerConfig::new(SocketAddr::new(args.bind, args.port))
     };
     let runtime = match crate::cli::common::runtime() {

@@ -81,11 +81,75 @@ class ServerError:
     text: str
 
 
-Event = Union[UserList, Message, Broadcast, ServerError]
+@dataclass(frozen=True)
+class Joined:
+    """``JOINED``: someone joined ``room`` (this user, or another member); ``members`` in
+    order of joining."""
+
+    room: str
+    members: List[str]
+
+
+@dataclass(frozen=True)
+class Parted:
+    """``PARTED``: ``name`` left ``room`` (this user too, after ``part``)."""
+
+    room: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RoomMessage:
+    """``ROOM``: a message to a room this user is in."""
+
+    room: str
+    sender: str
+    content: str
+
+
+@dataclass(frozen=True)
+class RoomList:
+    """``ROOM_LIST``: every room that has members."""
+
+    rooms: List[str]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One message of a ``history`` replay, oldest first; ``millis`` is unix time in ms."""
+
+    target: str
+    sender: str
+    millis: int
+    content: str
+
+
+@dataclass(frozen=True)
+class HistoryEnd:
+    """The end of a ``history`` replay."""
+
+    target: str
+
+
+Event = Union[
+    UserList, Message, Broadcast, ServerError, Joined, Parted, RoomMessage, RoomList, HistoryEntry, HistoryEnd
+]
 
 
 def _event(raw) -> Event:
     kind, a, b = raw
+    if kind == "joined":
+        return Joined(a, list(b))
+    if kind == "parted":
+        return Parted(a, b)
+    if kind == "room":
+        return RoomMessage(a, b[0], b[1])
+    if kind == "room_list":
+        return RoomList(list(a))
+    if kind == "history":
+        return HistoryEntry(a, b[0], int(b[1]), b[2])
+    if kind == "history_end":
+        return HistoryEnd(a)
     if kind == "user_list":
         return UserList(list(a))
     if kind == "message":
@@ -129,6 +193,31 @@ class Client:
     def broadcast(self, content: str) -> None:
         """A message to every user, this one included."""
         self._native.broadcast(content)
+
+    def join(self, room: str) -> None:
+        """``JOIN|room``: ``Joined`` comes back (``ServerError(400)`` for a name without
+        ``#``, ``ServerError(405)`` past the server's limit of rooms)."""
+        self._native.join(room)
+
+    def part(self, room: str) -> None:
+        """``PART|room``: ``Parted`` comes back (``ServerError(403)`` if not a member)."""
+        self._native.part(room)
+
+    def room(self, room: str, content: str) -> None:
+        """``ROOM|room|content``: a message to the room's members, this user included."""
+        self._native.room(room, content)
+
+    def rooms(self) -> None:
+        """``ROOMS``: ``RoomList`` comes back."""
+        self._native.rooms()
+
+    def history(self, target: str, n: int = 20) -> None:
+        """``HISTORY|target|n``: up to ``n`` (at most 100) earlier messages of ``#room``,
+        ``*`` (the broadcasts) or a user name (the private messages with that user), as
+        ``HistoryEntry`` events, then ``HistoryEnd``."""
+        if n < 0:
+            raise InvalidInput(f"n must be 0 or more, not {n}")
+        self._native.history(target, n)
 
     def recv(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next event, or None when none came within ``timeout`` seconds (waits forever
@@ -177,10 +266,16 @@ __all__ = [
     "Closed",
     "ConnectionFailed",
     "Event",
+    "HistoryEnd",
+    "HistoryEntry",
     "InvalidInput",
+    "Joined",
     "Message",
     "NameRefused",
+    "Parted",
     "ProtocolError",
+    "RoomList",
+    "RoomMessage",
     "ServerError",
     "serve",
     "UserList",

@@ -35,7 +35,40 @@ class ServerError:
     code: int
     text: str
 
-Event = Union[UserList, Message, Broadcast, ServerError]
+@dataclass(frozen=True)
+class Joined:
+    room: str
+    members: List[str]
+
+@dataclass(frozen=True)
+class Parted:
+    room: str
+    name: str
+
+@dataclass(frozen=True)
+class RoomMessage:
+    room: str
+    sender: str
+    content: str
+
+@dataclass(frozen=True)
+class RoomList:
+    rooms: List[str]
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    target: str
+    sender: str
+    millis: int
+    content: str
+
+@dataclass(frozen=True)
+class HistoryEnd:
+    target: str
+
+Event = Union[
+    UserList, Message, Broadcast, ServerError, Joined, Parted, RoomMessage, RoomList, HistoryEntry, HistoryEnd
+]
 
 def serve(port: int = 0, *, host: str = "127.0.0.1") -> Server: ...
 
@@ -45,6 +78,11 @@ class Client:
     def name(self) -> str: ...
     def send(self, to: str, content: str) -> None: ...
     def broadcast(self, content: str) -> None: ...
+    def join(self, room: str) -> None: ...
+    def part(self, room: str) -> None: ...
+    def room(self, room: str, content: str) -> None: ...
+    def rooms(self) -> None: ...
+    def history(self, target: str, n: int = 20) -> None: ...
     def recv(self, timeout: Optional[float] = None) -> Optional[Event]: ...
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]: ...
     def __iter__(self) -> Iterator[Event]: ...
