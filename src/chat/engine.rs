@@ -238,6 +238,11 @@ pub struct Engine {
 const MAX_REPLAY: u64 = 100;
 /// The longest `ROOM_LIST` (docs/protocols/chat.md, section 9): 64 KiB of room names.
 const MAX_ROOM_LIST: usize = 64 << 10;
+/// The longest `USER_LIST` on a framed connection (docs/protocols/chat.md, section 9): 256 KiB
+/// of names, at least 2,000 of the longest and far more of usual ones. Unbounded, enough
+/// connections with long names would make one list larger than a reader's whole queue (every
+/// user dropped with 503) and than the line a client accepts.
+const MAX_USER_LIST: usize = 256 << 10;
 
 /// One message encoded once for each framing.
 struct Encoded {
@@ -561,8 +566,9 @@ impl Engine {
 
     /// `USER_LIST` to every joined user; truncated to 1024 bytes for legacy connections.
     fn send_user_list(&mut self) {
-        let framed =
-            Encoded::new(|b| wire::write_user_list(b, self.joined.values().filter_map(|c| self.name(*c)), usize::MAX));
+        let framed = Encoded::new(|b| {
+            wire::write_user_list(b, self.joined.values().filter_map(|c| self.name(*c)), MAX_USER_LIST)
+        });
         let legacy = (self.legacy_users > 0).then(|| {
             let mut b = BytesMut::new();
             wire::write_user_list(&mut b, self.joined.values().filter_map(|c| self.name(*c)), MAX_MESSAGE);
@@ -800,6 +806,23 @@ mod tests {
         assert_eq!(e.rooms().collect::<Vec<_>>(), vec!["#b"]);
         e.close(ConnId(1), Leave::Closed);
         assert_eq!(e.rooms().count(), 0);
+    }
+
+    #[test]
+    fn user_list_is_bounded() {
+        let mut e = Engine::new();
+        // Names of 32 code points, 27 of them four bytes: 113 bytes each, 2,401 of them.
+        let long =
+            |i: u64| -> String { format!("{i:05}").chars().chain(std::iter::repeat('\u{1F600}')).take(32).collect() };
+        for i in 1..=2400 {
+            joined(&mut e, i, &long(i));
+            while e.poll_output().is_some() {}
+        }
+        joined(&mut e, 2401, &long(2401));
+        let to_first: Vec<String> = run(&mut e).into_iter().filter(|(to, _)| *to == 1).map(|(_, l)| l).collect();
+        let list = &to_first[0];
+        assert!(list.starts_with("USER_LIST|00001") && list.ends_with('\n'));
+        assert!(list.len() <= MAX_USER_LIST + 1 && list.len() > MAX_USER_LIST - 200, "{}", list.len());
     }
 
     #[test]

@@ -181,7 +181,9 @@ impl Outbox {
             q.items[n - 1] = bytes;
             return true;
         }
-        if q.items.len() >= max_messages || q.bytes + bytes.len() > max_bytes {
+        // An empty queue always takes one message: a reader that is not behind is no slow
+        // reader, whatever the size of the one list it is sent.
+        if !q.items.is_empty() && (q.items.len() >= max_messages || q.bytes + bytes.len() > max_bytes) {
             // A message partly written is finished, so the ERROR starts a message.
             let keep = usize::from(q.front_started);
             q.items.truncate(keep);

@@ -203,7 +203,13 @@ fn open_regular(path: &Path) -> Result<File, Refusal> {
         .read(true)
         .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
         .open(path)
-        .map_err(|e| if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) { Refusal::NotAFile } else { Refusal::Open(e) })?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                Refusal::NotAFile
+            } else {
+                Refusal::Open(e)
+            }
+        })?;
     if !file.metadata().map_err(Refusal::Open)?.is_file() {
         return Err(Refusal::NotAFile);
     }

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use crate::bench::rss_bytes;
 use crate::messaging::client::{Client, Listener};
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{ConnectReply, RegisterReply, SendReply};
 use crate::messaging::{codec::Codec, wire::Push};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
@@ -280,7 +280,9 @@ impl Table {
         );
         println!("- pushes/s: deliveries plus acknowledgements per second; SEND p50/p99: the SEND's round trip, in milliseconds");
         println!("- lost: answered with an id but never delivered or acknowledged; duplicated: pushed more than once");
-        println!("- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable, postgres)");
+        println!(
+            "- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable, postgres)"
+        );
     }
 }
 
