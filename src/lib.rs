@@ -8,8 +8,9 @@
 //!
 //! Beside them, what several protocols share: [`cli`] (the `cartero` command's grammar and
 //! helpers), [`console`] (interactive consoles that print incoming lines above the line being
-//! typed), [`shutdown`] (Ctrl-C and SIGTERM), [`text`] (wording) and [`bench`] (what the
-//! benchmarks measure: a process's memory, latency percentiles). [`ffi`] is the C face of messaging.
+//! typed), [`net`] (accepting connections), [`shutdown`] (Ctrl-C and SIGTERM), [`text`]
+//! (wording) and [`bench`] (what the benchmarks measure: a process's memory, latency
+//! percentiles). [`ffi`] is the C face of messaging.
 //!
 //! `docs/architecture.md` draws the layers; `docs/protocols/` holds each protocol's spec.
 //!
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod console;
 pub mod ffi;
 pub mod messaging;
+pub mod net;
 pub mod shutdown;
 pub mod text;
 

@@ -133,19 +133,7 @@ impl Server {
         let connections = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
         tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(
                     "refused connection from {peer}: {} connections in progress",

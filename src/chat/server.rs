@@ -384,20 +384,7 @@ impl Server {
         let tasks = TaskTracker::new();
         let mut next_id = 0u64;
         tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, most often: wait for some to be freed.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
             if shared.stats.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("{peer}: refused, {} connections open", shared.config.max_connections);

@@ -387,20 +387,7 @@ impl Server {
         let connection_slots = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
 
         tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
             let Ok(permit) = connection_slots.clone().try_acquire_owned() else {
                 shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
