@@ -92,7 +92,20 @@ struct Faults {
     no_retry: bool,
     /// UNREGISTER keeps the user's pending messages for the next user of the alias.
     keeps_mail: bool,
+    /// CONNECT accepts port 0 (and the user is connected at it).
+    accepts_port_zero: bool,
+    /// Pending messages are pushed before the CONNECT reply is written.
+    pushes_before_reply: bool,
+    /// One delivery at a time for the whole server: a slow listener holds up everyone.
+    serial_deliveries: bool,
+    /// CONNECTEDUSERS reads the operation alone, answers by the requester's IP and closes.
+    connectedusers_reads_operation_only: bool,
+    /// A push that fails loses its message.
+    loses_failed_pushes: bool,
 }
+
+/// Held during every delivery by the serial_deliveries fault.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Pending messages: sender, id, body.
 type Pending = VecDeque<(Vec<u8>, u32, Vec<u8>)>;
@@ -128,8 +141,10 @@ fn push_to(addr: SocketAddr, push: &Push, faults: Faults) -> bool {
     ok && s.read_to_end(&mut Vec::new()).is_ok()
 }
 
-/// Pushes what `to` has pending, oldest first, with acknowledgements unless faulty.
+/// Pushes what `to` has pending, oldest first, with acknowledgements unless faulty. A push
+/// that fails leaves its message pending and the user disconnected (SPEC 3).
 fn deliver(state: &Mutex<State>, to: &[u8], faults: Faults) {
+    let _serial = faults.serial_deliveries.then(|| SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
     loop {
         let (addr, next) = {
             let mut st = state.lock().unwrap();
@@ -139,7 +154,15 @@ fn deliver(state: &Mutex<State>, to: &[u8], faults: Faults) {
             (addr, next)
         };
         let (sender, id, body) = next;
-        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.into() }, faults) {
+        if !push_to(addr, &Push::Message { sender: sender.clone().into(), id, body: body.clone().into() }, faults) {
+            let mut st = state.lock().unwrap();
+            if let Some(user) = st.users.get_mut(to) {
+                user.listener = None;
+                if !faults.loses_failed_pushes {
+                    user.pending.push_front((sender, id, body));
+                }
+            }
+            st.connected.retain(|a| a[..] != to[..]);
             return;
         }
         let ack_to = state.lock().unwrap().users.get(&sender).and_then(|u| u.listener);
@@ -189,6 +212,11 @@ fn answer(state: &Mutex<State>, peer: IpAddr, request: &Request, faults: Faults)
         Request::Connect { alias, port } => match (st.users.get_mut(&alias[..]), parse_port(port)) {
             (None, _) => (Reply::Connect(C::NoSuchUser), None),
             (Some(u), _) if u.listener.is_some() => (Reply::Connect(C::AlreadyConnected), None),
+            (Some(u), None) if faults.accepts_port_zero && &port[..] == b"0" => {
+                u.listener = Some(SocketAddr::new(peer, 0));
+                st.connected.push(alias.to_vec());
+                (Reply::Connect(C::Ok), None)
+            }
             (Some(_), None) => (Reply::Connect(C::Error), None),
             (Some(u), Some(port)) => {
                 u.listener = Some(SocketAddr::new(peer, port));
@@ -259,6 +287,23 @@ fn fake_server(faults: Faults) -> u16 {
                 stream.set_nonblocking(false).unwrap();
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
                 let mut bytes = Vec::new();
+                if faults.connectedusers_reads_operation_only {
+                    // Reads up to the operation's NUL, one byte at a time, as a C server would.
+                    let mut byte = [0u8; 1];
+                    while let Ok(1) = stream.read(&mut byte) {
+                        bytes.push(byte[0]);
+                        if byte[0] == 0 {
+                            break;
+                        }
+                    }
+                    if bytes == b"CONNECTEDUSERS\0" {
+                        let (reply, _) = answer(&state, peer.ip(), &Request::ConnectedUsers { alias: None }, faults);
+                        let mut out = BytesMut::new();
+                        reply.encode(WireSettings::default().codes, &mut out);
+                        let _ = stream.write_all(&out);
+                        return; // closed with the alias unread
+                    }
+                }
                 let _ = (&mut stream).take(8192).read_to_end(&mut bytes);
                 if bytes.is_empty() && faults.crash_on_empty_connection {
                     crashed.store(true, Ordering::Relaxed); // the "crash": it stops accepting
@@ -283,6 +328,9 @@ fn fake_server(faults: Faults) -> u16 {
                 reply.encode(WireSettings::default().codes, &mut out);
                 if let (true, Reply::Send(cartero::wire::SendReply::Ok { id })) = (faults.binary_ids, &reply) {
                     out = BytesMut::from(&[&b"0\0"[..], &id.to_be_bytes()].concat()[..]);
+                }
+                if let (true, Some(to)) = (faults.pushes_before_reply, &then_deliver) {
+                    deliver(&state, to, faults);
                 }
                 let _ = stream.write_all(&out);
                 drop(stream);
@@ -360,11 +408,13 @@ fn a_server_that_never_answers_stops_the_check_early_with_one_summary_line() {
     let port = fake_server(Faults { never_answer: true, ..Faults::default() });
     let (code, lines, _) = check(port, &["--timeout", "300ms"]);
     assert_eq!(code, 1);
-    assert_eq!(lines.iter().filter(|l| l.starts_with("FAIL")).count(), 3, "{lines:#?}");
+    // R1 and R3 fail; R2's set-up (a REGISTER of its own) is the second request unanswered.
+    assert_eq!(failed(&lines), ["R1", "R3"], "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("SKIP R2: not run, its set-up failed: no reply")), "{lines:#?}");
     let summary = lines.last().unwrap();
     assert_eq!(
         summary,
-        "check: stopped after R3: the server stopped answering (3 requests in a row got no answer); 0 passed, 3 failed"
+        "check: stopped after R3: the server stopped answering (3 requests in a row got no answer); 0 passed, 2 failed"
     );
 }
 
@@ -394,7 +444,7 @@ fn the_ip_rules_are_checked_from_another_loopback_address() {
         let line = lines.iter().find(|l| l.contains(&format!(" {clause} "))).expect(clause);
         assert!(line.starts_with("PASS") && line.contains("(from 127.0.0.2)"), "{line}");
     }
-    for clause in ["P13", "B5"] {
+    for clause in ["P13", "P14", "P15", "P16", "B5"] {
         assert!(lines.iter().any(|l| l.starts_with(&format!("PASS {clause} "))), "{clause}: {lines:#?}");
     }
     // A server without the IP rules fails them.
@@ -593,4 +643,67 @@ fn trace_decodes_the_course_2025_operations_pushes_and_get_file() {
     assert!(all.contains(&format!("get file from \"ana\": \"GET FILE\" \"bob\" \"{notes}\" => OK, 6 bytes")), "{all}");
     assert!(all.contains("USERS \"nobody\" => 2"), "{all}");
     assert!(!all.contains("[SPEC:"), "no deviation: {all}");
+}
+
+/// Issue 16 item 11: each group of clauses sets up its own users, so one fault fails its own
+/// clause and nothing after it.
+#[test]
+fn a_port_zero_accepted_fails_c2_alone() {
+    let port = fake_server(Faults { accepts_port_zero: true, ..Faults::default() });
+    let (code, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(code, 1);
+    assert_eq!(failed(&lines), ["C2"], "{lines:#?}");
+}
+
+#[test]
+fn a_push_before_the_connect_reply_fails_p14_the_same_in_three_runs() {
+    let port = fake_server(Faults { pushes_before_reply: true, ..Faults::default() });
+    // The default 3 s step timeout, longer than this server's own waits (2 s of retries, 1 s
+    // for a listener's close), so the outcome never hangs on which timer fires first.
+    let runs: Vec<Vec<String>> = (0..3).map(|_| failed(&check(port, &[]).1)).collect();
+    // P13 and P16 too: this server retries a refused push for 2 s before it replies, so a
+    // client that listens only after the reply never gets it; and it holds the SEND's reply
+    // while a slow listener holds its push.
+    for run in &runs {
+        assert_eq!(run, &["P13", "P14", "P16"], "{runs:#?}");
+    }
+}
+
+#[test]
+fn a_server_that_delivers_one_at_a_time_fails_the_slow_listener_clause_alone() {
+    let port = fake_server(Faults { serial_deliveries: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "2s"]);
+    assert_eq!(failed(&lines), ["P16"], "{lines:#?}");
+}
+
+#[test]
+fn a_lost_failed_push_fails_the_dead_listener_clause_alone() {
+    let port = fake_server(Faults { loses_failed_pushes: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["P15"], "{lines:#?}");
+}
+
+/// Issue 16 item 12: a server that reads CONNECTEDUSERS alone (the statement's form) and
+/// closes over the alias it did not read is still serving, and its list still counts; only
+/// the clause that needs the alias read fails, and says why.
+#[test]
+fn connectedusers_read_without_its_alias_is_not_taken_for_a_reset() {
+    let port = fake_server(Faults { connectedusers_reads_operation_only: true, ..Faults::default() });
+    let (_, lines, _) = check(port, &["--timeout", "1s"]);
+    assert_eq!(failed(&lines), ["L2"], "{lines:#?}");
+    let l2 = lines.iter().find(|l| l.starts_with("FAIL L2")).unwrap();
+    assert!(l2.contains("the alias after the operation was not read"), "{l2}");
+}
+
+#[test]
+fn a_listener_address_that_cannot_be_used_is_said_once_and_nothing_runs() {
+    let (_server, port) = serve(&[]);
+    let out = Command::new(BIN)
+        .args(["check", "server", &format!("127.0.0.1:{port}"), "--listen-host", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("cartero: cannot open a listener on 192.0.2.1: "), "{stderr}");
 }
