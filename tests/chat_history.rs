@@ -133,6 +133,52 @@ fn history_survives_kill_9_right_after_the_messages_were_forwarded() {
 }
 
 #[test]
+fn under_load_what_anyone_received_before_a_kill_9_is_stored_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = chat_serve(dir.path(), &[]);
+    let mut observer = Raw::join(port, "observer");
+    let senders: Vec<Raw> = (0..4).map(|i| Raw::join(port, &format!("s{i}"))).collect();
+    let reader = std::thread::spawn(move || {
+        let mut received = Vec::new();
+        loop {
+            let mut line = String::new();
+            match observer.reader.read_line(&mut line) {
+                Ok(n) if n > 0 => {
+                    if let Some(content) = line.trim_end().strip_prefix("BROADCAST|") {
+                        received.push(content.to_string());
+                    }
+                }
+                _ => return received,
+            }
+        }
+    });
+    for (i, mut sender) in senders.into_iter().enumerate() {
+        let burst: String = (0..300).map(|n| format!("BROADCAST|m{i}-{n}\n")).collect();
+        std::thread::spawn(move || {
+            let _ = sender.stream.write_all(burst.as_bytes());
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut sender.stream, &mut sink);
+        });
+    }
+    // Some messages forwarded, and more on their way: kill -9 in the middle.
+    let log_lines = (0..200).map(|_| server.line()).filter(|l| l.starts_with("s> BROADCAST")).count();
+    assert!(log_lines > 0);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let received = reader.join().unwrap();
+    assert!(!received.is_empty());
+    let mut store = Store::open(dir.path(), 10_000).unwrap();
+    let mut stored = Vec::new();
+    store.load(|r| stored.push(format!("{}|{}", r.from, r.content))).unwrap();
+    assert!(
+        stored.starts_with(&received),
+        "received {} messages, stored {}: what was received is not what was stored first",
+        received.len(),
+        stored.len()
+    );
+}
+
+#[test]
 fn each_target_keeps_its_last_messages_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, port) = chat_serve(dir.path(), &["--history-per-target", "3"]);

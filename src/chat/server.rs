@@ -792,9 +792,12 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Logs a last `ERROR` (408, or 400 when the first message is neither framed nor a legacy
-/// CONNECT) and queues it; the connection closes once it is written.
+/// Logs a last `ERROR` (408; 400 when the first message is neither framed nor a legacy
+/// CONNECT; 429 for a flood) and queues it; the connection closes once it is written.
 fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
-    lock(&shared.hub).log_event(LogEvent::Error { code: code.number(), conn: id, name: None });
+    let hub = lock(&shared.hub);
+    let name = hub.engine.name(id).map(str::to_string);
+    hub.log_event(LogEvent::Error { code: code.number(), conn: id, name });
+    drop(hub);
     outbox.push_last(code, text);
 }
