@@ -5,7 +5,20 @@ mod common;
 use common::Proc;
 
 fn chat_serve() -> (Proc, u16) {
-    let mut server = Proc::start(&["chat", "serve", "-p", "0", "--bind", "127.0.0.1"]);
+    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
+    let mut server = Proc::start(&[
+        "chat",
+        "serve",
+        "-p",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--memory",
+        "--max-per-ip",
+        "0",
+        "--rate",
+        "0",
+    ]);
     let init = server.line();
     let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
     (server, port.parse().unwrap())

@@ -17,7 +17,9 @@ use common::{interrupt, wait, Proc, LIMIT};
 
 /// Starts `cartero chat serve` on a free loopback port; returns it and the port.
 pub fn chat_serve(extra: &[&str]) -> (Proc, u16) {
-    let mut args = vec!["chat", "serve", "-p", "0", "--bind", "127.0.0.1"];
+    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
+    let mut args =
+        vec!["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--memory", "--max-per-ip", "0", "--rate", "0"];
     args.extend_from_slice(extra);
     let mut server = Proc::start(&args);
     let init = server.line();

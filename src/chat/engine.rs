@@ -53,6 +53,31 @@ pub enum Output {
     Close { conn: ConnId },
     /// A line for the server's log (SPEC-chat 5).
     Log(LogEvent),
+    /// A message to store before it is forwarded (an engine with durable history only, see
+    /// [`Engine::set_durable_history`]).
+    Append(Box<Append>),
+}
+
+/// A message for the history, and what forwarding it takes. The caller stores `record`;
+/// once it is stored it calls [`Engine::remember`] and carries out `then` in order; if it
+/// cannot be stored it calls [`Engine::store_failed`] and drops `then`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub record: Record,
+    /// Who sent the message (it gets the error if the message cannot be stored).
+    pub sender: ConnId,
+    /// The forwards and the log line of the message.
+    pub then: Vec<Output>,
+}
+
+/// One message of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub target: Target,
+    pub from: String,
+    /// When the server took it, in unix milliseconds.
+    pub millis: u64,
+    pub content: String,
 }
 
 /// The events of the server's log (SPEC-chat 5).
@@ -139,7 +164,7 @@ impl Default for Limits {
 
 /// What HISTORY replays: a room, the broadcasts, or the private messages of two users.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Target {
+pub enum Target {
     Broadcasts,
     Room(String),
     /// The two names, in byte order.
@@ -147,7 +172,8 @@ enum Target {
 }
 
 impl Target {
-    fn pair(a: &str, b: &str) -> Target {
+    /// The private messages of `a` and `b` (in either order).
+    pub fn pair(a: &str, b: &str) -> Target {
         if a <= b {
             Target::Pair(a.to_string(), b.to_string())
         } else {
@@ -180,13 +206,14 @@ struct History {
 }
 
 impl History {
-    fn record(&mut self, limits: &Limits, target: Target, from: &str, millis: u64, content: &str) {
+    fn record(&mut self, limits: &Limits, record: &Record) {
         if limits.history_per_target == 0 {
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Entry { seq, from: from.to_string(), millis, content: content.to_string() };
+        let entry = Entry { seq, from: record.from.clone(), millis: record.millis, content: record.content.clone() };
+        let target = record.target.clone();
         let size = entry.size();
         let list = self.targets.entry(target.clone()).or_default();
         list.push_back(entry);
@@ -231,6 +258,8 @@ pub struct Engine {
     rooms: BTreeMap<String, BTreeMap<u64, ConnId>>,
     history: History,
     limits: Limits,
+    /// Messages for the history go out as [`Output::Append`] and are kept once stored.
+    durable: bool,
     out: VecDeque<Output>,
 }
 
@@ -274,6 +303,38 @@ impl Engine {
     /// An engine with other limits than the defaults.
     pub fn with_limits(limits: Limits) -> Engine {
         Engine { limits, ..Engine::default() }
+    }
+
+    /// With `durable`, each message for the history goes out as an [`Output::Append`] holding
+    /// its forwards, and enters the history only when the caller says it is stored
+    /// ([`Engine::remember`]); without, it enters the history and is forwarded at once.
+    pub fn set_durable_history(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Keeps `record` in the history (bounded by the limits, oldest out first): a stored
+    /// [`Append`]'s record, or one loaded from the store at start.
+    pub fn remember(&mut self, record: &Record) {
+        self.history.record(&self.limits, record);
+    }
+
+    /// The message of an [`Append`] from `sender` could not be stored, so it was not
+    /// forwarded: the sender gets `ERROR|500` (if still connected).
+    pub fn store_failed(&mut self, sender: ConnId) {
+        if self.conns.contains_key(&sender) {
+            self.error(sender, Code::StoreFailed, wire::TEXT_STORE_FAILED);
+        }
+    }
+
+    /// A message for the history: kept and forwarded at once, or (durable history) handed
+    /// out with its forwards, the outputs queued since `start`.
+    fn keep(&mut self, sender: ConnId, record: Record, start: usize) {
+        if self.durable && self.limits.history_per_target > 0 {
+            let then = self.out.drain(start..).collect();
+            self.out.push_back(Output::Append(Box::new(Append { record, sender, then })));
+        } else {
+            self.history.record(&self.limits, &record);
+        }
     }
 
     /// A connection whose framing is known; it has not joined yet.
@@ -352,20 +413,28 @@ impl Engine {
                 let Some(&target) = self.names.get(&to) else {
                     return self.error(conn, Code::NotFound, wire::TEXT_NOT_FOUND);
                 };
-                self.history.record(&self.limits, Target::pair(&from, &to), &from, now_millis, &content);
-                let bytes = Encoded::new(|b| wire::Reply::Message { from: from.clone(), content }.write(b));
+                let record = Record { target: Target::pair(&from, &to), from, millis: now_millis, content };
+                let start = self.out.len();
+                let bytes = Encoded::new(|b| {
+                    wire::Reply::Message { from: record.from.clone(), content: record.content.clone() }.write(b)
+                });
                 let mode = self.conns[&target].mode;
                 self.out.push_back(Output::Send { to: target, bytes: bytes.for_mode(mode) });
-                self.out.push_back(Output::Log(LogEvent::Message { from, to }));
+                self.out.push_back(Output::Log(LogEvent::Message { from: record.from.clone(), to }));
+                self.keep(conn, record, start);
             }
             (Request::Broadcast(content), Some(from)) => {
                 if "BROADCAST||".len() + from.len() + content.len() > MAX_MESSAGE {
                     return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
                 }
-                self.history.record(&self.limits, Target::Broadcasts, &from, now_millis, &content);
-                let bytes = Encoded::new(|b| wire::Reply::Broadcast { from: from.clone(), content }.write(b));
+                let record = Record { target: Target::Broadcasts, from, millis: now_millis, content };
+                let start = self.out.len();
+                let bytes = Encoded::new(|b| {
+                    wire::Reply::Broadcast { from: record.from.clone(), content: record.content.clone() }.write(b)
+                });
                 self.send_to_all(&bytes);
-                self.out.push_back(Output::Log(LogEvent::Broadcast { from }));
+                self.out.push_back(Output::Log(LogEvent::Broadcast { from: record.from.clone() }));
+                self.keep(conn, record, start);
             }
             (Request::Join(room), Some(name)) => self.join(conn, name, room),
             (Request::Part(room), Some(name)) => {
@@ -391,10 +460,15 @@ impl Engine {
                 if "ROOM|||".len() + room.len() + from.len() + content.len() > MAX_MESSAGE {
                     return self.error(conn, Code::TooLarge, wire::TEXT_TOO_LARGE);
                 }
-                self.history.record(&self.limits, Target::Room(room.clone()), &from, now_millis, &content);
-                let bytes = Encoded::new(|b| Reply::Room { room: room.clone(), from: from.clone(), content }.write(b));
+                let record = Record { target: Target::Room(room.clone()), from, millis: now_millis, content };
+                let start = self.out.len();
+                let bytes = Encoded::new(|b| {
+                    let (from, content) = (record.from.clone(), record.content.clone());
+                    Reply::Room { room: room.clone(), from, content }.write(b)
+                });
                 self.send_to_room(&room, &bytes);
-                self.out.push_back(Output::Log(LogEvent::Room { from, room }));
+                self.out.push_back(Output::Log(LogEvent::Room { from: record.from.clone(), room }));
+                self.keep(conn, record, start);
             }
             (Request::Rooms, Some(_)) => {
                 // Bounded, so that one ROOMS never passes a reader's queue (1 MiB by default).
@@ -621,14 +695,54 @@ mod tests {
 
     fn run(engine: &mut Engine) -> Vec<(u64, String)> {
         let mut sent = Vec::new();
-        while let Some(out) = engine.poll_output() {
+        for out in outputs(engine) {
             match out {
                 Output::Send { to, bytes } => sent.push((to.0, String::from_utf8(bytes.to_vec()).unwrap())),
                 Output::Close { conn } => sent.push((conn.0, "<close>".into())),
-                Output::Log(_) => {}
+                Output::Log(_) | Output::Append(_) => {}
             }
         }
         sent
+    }
+
+    /// Every output in order; each [`Append`] is stored at once, as the caller would.
+    fn outputs(engine: &mut Engine) -> Vec<Output> {
+        let mut all = Vec::new();
+        while let Some(out) = engine.poll_output() {
+            match out {
+                Output::Append(append) => {
+                    engine.remember(&append.record);
+                    all.extend(append.then);
+                }
+                other => all.push(other),
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn durable_history_waits_for_the_store_and_a_failed_store_forwards_nothing() {
+        let mut e = Engine::new();
+        e.set_durable_history(true);
+        e.open(ConnId(1), Mode::Framed);
+        e.open(ConnId(2), Mode::Framed);
+        e.handle(ConnId(1), &line("CONNECT|ana"), 0);
+        e.handle(ConnId(2), &line("CONNECT|bob"), 0);
+        run(&mut e);
+        e.handle(ConnId(1), &line("BROADCAST|uno"), 7);
+        let Some(Output::Append(append)) = e.poll_output() else { panic!("an append first") };
+        assert_eq!(e.poll_output(), None, "nothing is forwarded before it is stored");
+        let record = Record { target: Target::Broadcasts, from: "ana".into(), millis: 7, content: "uno".into() };
+        assert_eq!((&append.record, append.sender), (&record, ConnId(1)));
+        assert_eq!(append.then.len(), 3); // to ana, to bob, the log line
+        e.handle(ConnId(2), &line("MESSAGE|ana|dos"), 8);
+        let Some(Output::Append(failed)) = e.poll_output() else { panic!("an append") };
+        e.store_failed(failed.sender);
+        assert_eq!(run(&mut e), vec![s(2, "ERROR|500|No se pudo guardar el mensaje\n")]);
+        e.remember(&append.record);
+        e.handle(ConnId(2), &line("HISTORY|*|5"), 9);
+        e.handle(ConnId(2), &line("HISTORY|ana|5"), 9);
+        assert_eq!(run(&mut e), vec![s(2, "HISTORY|*|ana|7|uno\nHISTORY_END|*\n"), s(2, "HISTORY_END|ana\n")]);
     }
 
     fn line(text: &str) -> Frame {
@@ -1233,6 +1347,38 @@ mod tests {
                 .prop_map(|(c, t)| Op::Line(c, t.to_string())),
             conn.prop_map(Op::Close),
         ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// An engine with durable history whose messages are stored at once behaves as one
+        /// that keeps history in memory only: the same outputs, in the same order.
+        #[test]
+        fn durable_history_stored_at_once_is_memory_history(ops in proptest::collection::vec(op(), 0..60)) {
+            let limits = Limits { max_rooms: MODEL_ROOMS, history_per_target: 3, ..Limits::default() };
+            let mut memory = Engine::with_limits(limits);
+            let mut durable = Engine::with_limits(limits);
+            durable.set_durable_history(true);
+            let mut open = std::collections::HashSet::new();
+            for op in ops {
+                for e in [&mut memory, &mut durable] {
+                    match &op {
+                        Op::Open(c, legacy) if !open.contains(c) => {
+                            e.open(ConnId(*c), if *legacy { Mode::Legacy } else { Mode::Framed })
+                        }
+                        Op::Open(..) => {}
+                        Op::Line(c, text) => e.handle(ConnId(*c), &line(text), 5),
+                        Op::Close(c) => e.close(ConnId(*c), Leave::Closed),
+                    }
+                }
+                match &op {
+                    Op::Open(c, _) => { open.insert(*c); }
+                    Op::Close(c) => { open.remove(c); }
+                    Op::Line(..) => {}
+                }
+                prop_assert_eq!(outputs(&mut durable), outputs(&mut memory), "after {:?}", op);
+            }
+        }
     }
 
     proptest! {

@@ -4,6 +4,8 @@
 //! - [`wire`]: lines <-> messages (`COMMAND|field|...`), names checked in one place.
 //! - [`codec`]: bytes <-> lines of framed connections ([`LineCodec`]), bounded.
 //! - [`engine`]: messages <-> state, sans-IO ([`Engine`]): users, names, who gets what.
+//! - [`limits`]: per-address connection and message-rate limits, sans-IO.
+//! - [`store`]: the durable history (SQLite), written by a group-commit thread.
 //! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
@@ -12,11 +14,13 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod engine;
+pub mod limits;
 pub mod server;
+pub mod store;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};
-pub use engine::{ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+pub use engine::{Append, ConnId, Engine, Leave, Limits, LogEvent, Mode, Output, Record, Target};
 pub use wire::{
     check_name, check_room, parse_reply, parse_request, Code, NameError, ParseError, Reply, Request, RoomNameError,
 };

@@ -11,7 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +26,9 @@ use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::codec::{Frame, LineCodec};
-use crate::chat::engine::{ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+use crate::chat::engine::{Append, ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+use crate::chat::limits::{Limiter, Rate};
+use crate::chat::store::{Committer, Store, StoreError};
 use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
 
 /// Why a server could not start.
@@ -33,10 +36,13 @@ use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESS
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Everything `cartero chat serve` can be told; [`ServerConfig::new`] gives SPEC-chat's
-/// defaults.
+/// defaults, with history in memory and no per-address limits (the CLI's defaults are a
+/// data directory and [`Rate::default`], 16 connections per address).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
@@ -59,6 +65,15 @@ pub struct ServerConfig {
     pub console: bool,
     /// Rooms per connection and history kept (SPEC-chat 7).
     pub limits: Limits,
+    /// Where history is kept: SQLite in this directory (created if missing; each message is
+    /// on disk before it is forwarded), or `None` for memory only.
+    pub data: Option<PathBuf>,
+    /// Connections one IP address may have open at once (`None`: no limit; more get
+    /// `ERROR|429` and are closed).
+    pub max_per_ip: Option<usize>,
+    /// Messages per IP address (`None`: no limit): over the rate they are delayed, and past
+    /// its `max_delay` the connection is dropped with `ERROR|429`.
+    pub rate: Option<Rate>,
 }
 
 impl ServerConfig {
@@ -75,6 +90,9 @@ impl ServerConfig {
             drop_grace: Duration::from_secs(2),
             console: false,
             limits: Limits::default(),
+            data: None,
+            max_per_ip: None,
+            rate: None,
         }
     }
 }
@@ -103,6 +121,9 @@ struct Shared {
     config: ServerConfig,
     hub: Mutex<Hub>,
     stats: Arc<Stats>,
+    limiter: Mutex<Limiter>,
+    /// The origin of the limiter's clock.
+    origin: Instant,
 }
 
 /// The engine and the queues it writes to, under one lock.
@@ -113,7 +134,23 @@ struct Hub {
     stats: Arc<Stats>,
     max_bytes: usize,
     max_messages: usize,
+    /// Writes the history when it is durable.
+    committer: Option<Committer>,
+    /// Outputs waiting for the store, in engine order: each message to store, then what the
+    /// engine asked for after it.
+    held: VecDeque<Held>,
+    /// Connections whose queues overflowed, to drop.
+    overflowed: Vec<ConnId>,
 }
+
+struct Held {
+    seq: u64,
+    append: Box<Append>,
+    after: Vec<Output>,
+}
+
+/// Messages waiting for the store at most; past it they are refused with `ERROR|500`.
+const MAX_HELD: usize = 65_536;
 
 /// What happens to a connection's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,35 +339,78 @@ impl Hub {
     }
 
     /// Carries out everything the engine asked for; drops slow readers as their queues
-    /// overflow (which may ask for more).
+    /// overflow (which may ask for more). With durable history, a message to store and
+    /// everything after it wait until it is stored.
     fn dispatch(&mut self) {
         loop {
-            let mut overflowed = Vec::new();
             while let Some(output) = self.engine.poll_output() {
-                match output {
-                    Output::Send { to, bytes } => {
-                        if let Some(outbox) = self.outboxes.get(&to) {
-                            if !outbox.push(bytes, self.max_bytes, self.max_messages) {
-                                overflowed.push(to);
-                            }
-                        }
-                    }
-                    Output::Close { conn } => {
-                        if let Some(outbox) = self.outboxes.get(&conn) {
-                            outbox.close_after_flush();
-                        }
-                    }
-                    Output::Log(event) => self.log_event(event),
-                }
+                self.carry(output);
             }
-            if overflowed.is_empty() {
+            if self.overflowed.is_empty() {
                 return;
             }
-            for conn in overflowed {
+            for conn in std::mem::take(&mut self.overflowed) {
                 self.stats.slow_readers.fetch_add(1, Ordering::Relaxed);
                 self.engine.close(conn, Leave::SlowReader);
             }
         }
+    }
+
+    fn carry(&mut self, output: Output) {
+        match output {
+            Output::Append(append) => {
+                let Some(committer) = &mut self.committer else {
+                    self.engine.remember(&append.record);
+                    return append.then.into_iter().for_each(|o| self.carry(o));
+                };
+                let seq = if self.held.len() < MAX_HELD { committer.queue(append.record.clone()) } else { None };
+                match seq {
+                    Some(seq) => self.held.push_back(Held { seq, append, after: Vec::new() }),
+                    None => self.engine.store_failed(append.sender),
+                }
+            }
+            output => match self.held.back_mut() {
+                Some(held) => held.after.push(output),
+                None => self.carry_now(output),
+            },
+        }
+    }
+
+    fn carry_now(&mut self, output: Output) {
+        match output {
+            Output::Send { to, bytes } => {
+                if let Some(outbox) = self.outboxes.get(&to) {
+                    if !outbox.push(bytes, self.max_bytes, self.max_messages) {
+                        self.overflowed.push(to);
+                    }
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(outbox) = self.outboxes.get(&conn) {
+                    outbox.close_after_flush();
+                }
+            }
+            Output::Log(event) => self.log_event(event),
+            Output::Append(append) => self.carry(Output::Append(append)),
+        }
+    }
+
+    /// The messages queued for the store up to number `last` are stored (`ok`) or not:
+    /// forwards them, or refuses them to their senders with `ERROR|500`, and releases what
+    /// waited behind them.
+    fn settle(&mut self, last: u64, ok: bool) {
+        while self.held.front().is_some_and(|h| h.seq <= last) {
+            let Some(Held { append, after, .. }) = self.held.pop_front() else { break };
+            let Append { record, sender, then } = *append;
+            if ok {
+                self.engine.remember(&record);
+                then.into_iter().for_each(|o| self.carry_now(o));
+            } else {
+                self.engine.store_failed(sender);
+            }
+            after.into_iter().for_each(|o| self.carry_now(o));
+        }
+        self.dispatch();
     }
 }
 
@@ -338,6 +418,16 @@ impl Server {
     /// Binds the listening socket. With `config.console`, prints the start line
     /// `s> init server ADDR:PORT` once ready.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let store = match &config.data {
+            Some(dir) => Some(Store::open(dir, config.limits.history_per_target)?),
+            None => None,
+        };
+        Server::bind_with(config, store).await
+    }
+
+    /// [`bind`](Self::bind) with a history store the caller opened (and perhaps tuned);
+    /// `config.data` is not looked at.
+    pub async fn bind_with(config: ServerConfig, store: Option<Store>) -> Result<Server, ServerError> {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let stats = Arc::new(Stats::default());
@@ -355,17 +445,40 @@ impl Server {
         } else {
             (None, None)
         };
+        let mut engine = Engine::with_limits(config.limits);
+        let mut store = store;
+        if let Some(store) = &mut store {
+            engine.set_durable_history(true);
+            let loaded = store.load(|record| engine.remember(&record))?;
+            tracing::info!("history: {loaded} messages loaded from {}", store.path().display());
+        }
         let hub = Hub {
-            engine: Engine::with_limits(config.limits),
+            engine,
             outboxes: HashMap::new(),
             console,
             stats: stats.clone(),
             max_bytes: config.max_queued_bytes,
             max_messages: config.max_queued_messages.max(1),
+            committer: None,
+            held: VecDeque::new(),
+            overflowed: Vec::new(),
         };
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
-        hub.log(format!("s> init server {addr}"));
-        Ok(Server { listener, shared: Arc::new(Shared { config, hub: Mutex::new(hub), stats }), console_thread })
+        let limiter = Mutex::new(Limiter::new(config.max_per_ip, config.rate));
+        let bind = config.bind;
+        let shared = Arc::new(Shared { config, hub: Mutex::new(hub), stats, limiter, origin: Instant::now() });
+        if let Some(store) = store {
+            let weak = Arc::downgrade(&shared);
+            let committer = Committer::start(store, move |last, result| {
+                if let Some(shared) = weak.upgrade() {
+                    lock(&shared.hub).settle(last, result.is_ok());
+                }
+            })
+            .map_err(|source| ServerError::Bind { addr: bind, source })?;
+            lock(&shared.hub).committer = Some(committer);
+        }
+        lock(&shared.hub).log(format!("s> init server {addr}"));
+        Ok(Server { listener, shared, console_thread })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -391,12 +504,18 @@ impl Server {
                 drop(stream);
                 continue;
             }
+            if !lock(&shared.limiter).open(peer.ip(), shared.origin.elapsed()) {
+                lock(&shared.hub).log(format!("s> ERROR {} {peer}", Code::TooManyRequests.number()));
+                tasks.spawn(refuse_address(stream));
+                continue;
+            }
             shared.stats.connections.fetch_add(1, Ordering::Relaxed);
             next_id += 1;
             let id = ConnId(next_id);
             let (shared, stop) = (shared.clone(), stop_rx.clone());
             tasks.spawn(async move {
                 connection(&shared, stream, peer, id, stop).await;
+                lock(&shared.limiter).close(peer.ip(), shared.origin.elapsed());
                 shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -406,6 +525,11 @@ impl Server {
         let grace = shared.config.drop_grace + Duration::from_secs(1);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not end in time");
+        }
+        // What waits for the store is written before the store closes.
+        let committer = lock(&shared.hub).committer.take();
+        if let Some(committer) = committer {
+            let _ = tokio::task::spawn_blocking(move || committer.finish()).await;
         }
         let dropped = shared.stats.console_dropped.load(Ordering::Relaxed);
         if dropped > 0 {
@@ -440,6 +564,8 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
     let mut framing = Framing::Detecting { since: None };
     let mut codec = LineCodec::for_requests();
     let mut buf = BytesMut::new();
+    // Messages over the per-address rate, with when each may be handled.
+    let mut waiting: VecDeque<(Instant, Frame)> = VecDeque::new();
     let mut reading = true;
     let mut next_write = Instant::now();
     // Once the connection is ending, what is queued has this long to be written.
@@ -474,6 +600,7 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
             (!join_checked).then_some(join_deadline),
             end_deadline,
             (pending && paced).then_some(next_write),
+            waiting.front().map(|(at, _)| *at),
         ]
         .into_iter()
         .flatten()
@@ -513,19 +640,19 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                         if memchr::memchr(b'\n', &buf).is_some() || buf.len() > MAX_MESSAGE + 1 {
                             framing = Framing::Known(Mode::Framed);
                             open(shared, id, &outbox, Mode::Framed);
-                            framed_input(shared, id, &mut codec, &mut buf);
+                            admit(shared, id, &outbox, peer.ip(), decode(&mut codec, &mut buf), &mut waiting);
                         } else if since.is_none() {
                             framing = Framing::Detecting { since: Some(Instant::now()) };
                         }
                     }
-                    Framing::Known(Mode::Framed) => framed_input(shared, id, &mut codec, &mut buf),
+                    Framing::Known(Mode::Framed) => {
+                        admit(shared, id, &outbox, peer.ip(), decode(&mut codec, &mut buf), &mut waiting)
+                    }
                     Framing::Known(Mode::Legacy) => {
                         // One read, one message.
                         let frame = if buf.len() > MAX_MESSAGE { Frame::TooLong } else { Frame::Line(buf.split().freeze()) };
                         buf = BytesMut::new();
-                        let mut hub = lock(&shared.hub);
-                        hub.engine.handle(id, &frame, unix_millis());
-                        hub.dispatch();
+                        admit(shared, id, &outbox, peer.ip(), vec![frame], &mut waiting);
                     }
                 }
                 if buf.is_empty() {
@@ -535,6 +662,10 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
             _ = &mut timer, if wake_at.is_some() => {
                 armed = None;
                 let now = Instant::now();
+                let due = waiting.iter().take_while(|(at, _)| *at <= now).count();
+                if due > 0 {
+                    handle(shared, id, waiting.drain(..due).map(|(_, frame)| frame));
+                }
                 if end_deadline.is_some_and(|d| now >= d) {
                     break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
                 }
@@ -552,9 +683,7 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
                         open(shared, id, &outbox, Mode::Legacy);
                         let frame = Frame::Line(buf.split().freeze());
                         buf = BytesMut::new();
-                        let mut hub = lock(&shared.hub);
-                        hub.engine.handle(id, &frame, unix_millis());
-                        hub.dispatch();
+                        admit(shared, id, &outbox, peer.ip(), vec![frame], &mut waiting);
                     }
                     other => {
                         let text = match other {
@@ -584,21 +713,78 @@ fn open(shared: &Shared, id: ConnId, outbox: &Outbox, mode: Mode) {
     lock(&shared.hub).engine.open(id, mode);
 }
 
-fn framed_input(shared: &Shared, id: ConnId, codec: &mut LineCodec, buf: &mut BytesMut) {
+fn decode(codec: &mut LineCodec, buf: &mut BytesMut) -> Vec<Frame> {
     let mut frames = Vec::new();
     // The codec never fails on input; it reports over-long lines as frames.
     while let Ok(Some(frame)) = codec.decode(buf) {
         frames.push(frame);
     }
-    if frames.is_empty() {
+    frames
+}
+
+/// Hands `frames` to the engine as the per-address rate allows; those over it wait in
+/// `waiting`, in order, until their time. A message that would wait past the rate's
+/// `max_delay` drops the connection with `ERROR|429` (what waits is dropped too).
+fn admit(
+    shared: &Shared,
+    id: ConnId,
+    outbox: &Outbox,
+    ip: IpAddr,
+    frames: Vec<Frame>,
+    waiting: &mut VecDeque<(Instant, Frame)>,
+) {
+    if shared.config.rate.is_none() {
+        return handle(shared, id, frames);
+    }
+    let now = Instant::now();
+    let mut ready = Vec::new();
+    let mut flood = false;
+    {
+        let mut limiter = lock(&shared.limiter);
+        for frame in frames {
+            match limiter.take(ip, now - shared.origin) {
+                Ok(at) if waiting.is_empty() && shared.origin + at <= now => ready.push(frame),
+                Ok(at) => waiting.push_back((shared.origin + at, frame)),
+                Err(_) => {
+                    flood = true;
+                    break;
+                }
+            }
+        }
+    }
+    handle(shared, id, ready);
+    if flood {
+        waiting.clear();
+        refuse(shared, id, outbox, Code::TooManyRequests, wire::TEXT_FLOOD);
+    }
+}
+
+fn handle(shared: &Shared, id: ConnId, frames: impl IntoIterator<Item = Frame>) {
+    let mut frames = frames.into_iter().peekable();
+    if frames.peek().is_none() {
         return;
     }
     let now = unix_millis();
     let mut hub = lock(&shared.hub);
-    for frame in &frames {
-        hub.engine.handle(id, frame, now);
+    for frame in frames {
+        hub.engine.handle(id, &frame, now);
     }
     hub.dispatch();
+}
+
+/// A connection past the limit of its address: `ERROR|429`, then closed (after reading what
+/// it sent, for a second at most, so that the close does not reset the connection).
+async fn refuse_address(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let error = wire::error_line(Code::TooManyRequests, wire::TEXT_TOO_MANY_CONNECTIONS);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&error).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    })
+    .await;
 }
 
 /// Unix time in milliseconds, for the history's stamps (0 if the clock is before 1970).
@@ -606,9 +792,12 @@ fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Logs a last `ERROR` (408, or 400 when the first message is neither framed nor a legacy
-/// CONNECT) and queues it; the connection closes once it is written.
+/// Logs a last `ERROR` (408; 400 when the first message is neither framed nor a legacy
+/// CONNECT; 429 for a flood) and queues it; the connection closes once it is written.
 fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
-    lock(&shared.hub).log_event(LogEvent::Error { code: code.number(), conn: id, name: None });
+    let hub = lock(&shared.hub);
+    let name = hub.engine.name(id).map(str::to_string);
+    hub.log_event(LogEvent::Error { code: code.number(), conn: id, name });
+    drop(hub);
     outbox.push_last(code, text);
 }

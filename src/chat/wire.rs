@@ -393,6 +393,10 @@ pub enum Code {
     Timeout,
     Conflict,
     TooLarge,
+    /// 429: too many connections from one address, or messages past the per-address rate.
+    TooManyRequests,
+    /// 500: a message could not be stored in the history, so it was not forwarded.
+    StoreFailed,
     SlowReader,
 }
 
@@ -408,6 +412,8 @@ impl Code {
             Code::Timeout => 408,
             Code::Conflict => 409,
             Code::TooLarge => 413,
+            Code::TooManyRequests => 429,
+            Code::StoreFailed => 500,
             Code::SlowReader => 503,
         }
     }
@@ -429,6 +435,9 @@ pub(crate) const TEXT_SLOW_READER: &str = "Lectura demasiado lenta";
 pub(crate) const TEXT_BAD_ROOM: &str = "Nombre de sala no válido";
 pub(crate) const TEXT_NOT_MEMBER: &str = "No eres miembro de la sala";
 pub(crate) const TEXT_TOO_MANY_ROOMS: &str = "Demasiadas salas";
+pub(crate) const TEXT_STORE_FAILED: &str = "No se pudo guardar el mensaje";
+pub(crate) const TEXT_TOO_MANY_CONNECTIONS: &str = "Demasiadas conexiones desde esta dirección";
+pub(crate) const TEXT_FLOOD: &str = "Demasiados mensajes";
 
 #[cfg(test)]
 mod tests {

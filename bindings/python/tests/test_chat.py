@@ -21,7 +21,9 @@ BIN = os.environ.get("CARTERO_BIN", str(ROOT / "target" / "debug" / "cartero"))
 @pytest.fixture
 def port():
     """`cartero chat serve` on a free port, stopped with SIGINT after the test."""
-    proc = subprocess.Popen([BIN, "chat", "serve", "-p", "0", "--bind", LOCAL],
+    # History in memory, no per-address limits (every test client comes from 127.0.0.1).
+    proc = subprocess.Popen([BIN, "chat", "serve", "-p", "0", "--bind", LOCAL,
+                             "--memory", "--max-per-ip", "0", "--rate", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     assert line.startswith(f"s> init server {LOCAL}:"), line

@@ -189,7 +189,9 @@ async fn start(kind: Kind) -> Result<Target, String> {
 async fn start_cartero() -> Result<Target, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args(["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--connect-timeout", "10m"])
+        // Every bench user comes from 127.0.0.1: no per-address limits; history in memory.
+        .args(["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--connect-timeout", "10m", "--memory"])
+        .args(["--max-per-ip", "0", "--rate", "0"])
         .args(["--max-connections", "30000"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

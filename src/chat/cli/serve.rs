@@ -1,10 +1,12 @@
 //! `cartero chat serve`: the chat server on a TCP port (SPEC-chat 5).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::chat::engine::Limits;
+use crate::chat::limits::Rate;
 use crate::chat::server::{Server, ServerConfig};
 
 #[derive(clap::Args)]
@@ -39,6 +41,27 @@ pub struct Args {
     /// Messages of history kept per target (a room, the broadcasts, two users' private messages).
     #[arg(long, default_value_t = 10_000)]
     history_per_target: usize,
+    /// Directory of the durable history (created if missing; the file is chat.db, beside
+    /// `cartero serve`'s cartero.db): each message is on disk before it is forwarded, and
+    /// the history survives a crash or a restart.
+    #[arg(long, default_value = "./cartero-data", conflicts_with = "memory")]
+    data: PathBuf,
+    /// Keep history in memory instead (lost when the server stops).
+    #[arg(long)]
+    memory: bool,
+    /// Connections one IP address may have open at once; more get ERROR|429 (0: no limit).
+    #[arg(long, default_value_t = 16)]
+    max_per_ip: usize,
+    /// Messages per second one IP address may send after its burst; faster ones are delayed
+    /// (0: no limit).
+    #[arg(long, default_value_t = Rate::default().per_second)]
+    rate: u32,
+    /// Messages one IP address may send at once before the rate applies.
+    #[arg(long, default_value_t = Rate::default().burst)]
+    burst: u32,
+    /// Longest a message over the rate is delayed; one more drops the connection with ERROR|429.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::common::duration)]
+    max_delay: Duration,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -59,6 +82,13 @@ pub fn run(args: Args) -> ExitCode {
         max_queued_messages: args.max_queued_messages,
         console: true,
         limits: Limits { max_rooms: args.max_rooms, history_per_target: args.history_per_target, ..Limits::default() },
+        data: (!args.memory).then_some(args.data),
+        max_per_ip: (args.max_per_ip > 0).then_some(args.max_per_ip),
+        rate: (args.rate > 0).then_some(Rate {
+            burst: args.burst.max(1),
+            per_second: args.rate,
+            max_delay: args.max_delay,
+        }),
         ..ServerConfig::new(SocketAddr::new(args.bind, args.port))
     };
     let runtime = match crate::cli::common::runtime() {
