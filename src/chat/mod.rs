@@ -5,6 +5,7 @@
 //! - [`codec`]: bytes <-> lines of framed connections ([`LineCodec`]), bounded.
 //! - [`engine`]: messages <-> state, sans-IO ([`Engine`]): users, names, who gets what.
 //! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
+//! - [`web`]: the browser client, one page and a WebSocket endpoint beside the server.
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod server;
+pub(crate) mod web;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};

@@ -95,20 +95,22 @@ pub struct Stats {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
+    /// The browser client's HTTP and WebSocket listener ([`bind_web`](Server::bind_web)).
+    web: Option<TcpListener>,
     shared: Arc<Shared>,
     console_thread: Option<std::thread::JoinHandle<()>>,
 }
 
-struct Shared {
-    config: ServerConfig,
-    hub: Mutex<Hub>,
-    stats: Arc<Stats>,
+pub(super) struct Shared {
+    pub(super) config: ServerConfig,
+    pub(super) hub: Mutex<Hub>,
+    pub(super) stats: Arc<Stats>,
 }
 
 /// The engine and the queues it writes to, under one lock.
-struct Hub {
-    engine: Engine,
-    outboxes: HashMap<ConnId, Arc<Outbox>>,
+pub(super) struct Hub {
+    pub(super) engine: Engine,
+    pub(super) outboxes: HashMap<ConnId, Arc<Outbox>>,
     console: Option<SyncSender<String>>,
     stats: Arc<Stats>,
     max_bytes: usize,
@@ -117,7 +119,7 @@ struct Hub {
 
 /// What happens to a connection's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     Open,
     /// Write what is queued, then close (after DISCONNECT).
     Close,
@@ -126,9 +128,9 @@ enum End {
 }
 
 /// One connection's outbound queue, bounded by count and bytes.
-struct Outbox {
+pub(super) struct Outbox {
     queue: Mutex<Queue>,
-    notify: Notify,
+    pub(super) notify: Notify,
     peer: SocketAddr,
     mode: Mutex<Mode>,
 }
@@ -148,12 +150,12 @@ const WRITE_SLICES: usize = 64;
 /// Bytes read at once.
 const READ_CHUNK: usize = 4096;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Outbox {
-    fn new(peer: SocketAddr) -> Outbox {
+    pub(super) fn new(peer: SocketAddr) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, end: End::Open, front_started: false }),
             notify: Notify::new(),
@@ -228,7 +230,7 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    fn close_after_flush(&self) {
+    pub(super) fn close_after_flush(&self) {
         let mut q = lock(&self.queue);
         if q.end == End::Open {
             q.end = End::Close;
@@ -238,9 +240,19 @@ impl Outbox {
     }
 
     /// (something to write, end state)
-    fn state(&self) -> (bool, End) {
+    pub(super) fn state(&self) -> (bool, End) {
         let q = lock(&self.queue);
         (!q.items.is_empty(), q.end)
+    }
+
+    /// Takes the first whole message, for writers that send messages one by one (the
+    /// browser client's WebSocket frames).
+    pub(super) fn pop(&self) -> Option<Bytes> {
+        let mut q = lock(&self.queue);
+        let item = q.items.pop_front()?;
+        q.bytes -= item.len();
+        q.front_started = false;
+        Some(item)
     }
 
     /// Writes what the socket takes now: everything queued on a framed connection, the
@@ -303,7 +315,7 @@ impl Hub {
 
     /// Carries out everything the engine asked for; drops slow readers as their queues
     /// overflow (which may ask for more).
-    fn dispatch(&mut self) {
+    pub(super) fn dispatch(&mut self) {
         loop {
             let mut overflowed = Vec::new();
             while let Some(output) = self.engine.poll_output() {
@@ -365,7 +377,22 @@ impl Server {
         };
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         hub.log(format!("s> init server {addr}"));
-        Ok(Server { listener, shared: Arc::new(Shared { config, hub: Mutex::new(hub), stats }), console_thread })
+        Ok(Server {
+            listener,
+            web: None,
+            shared: Arc::new(Shared { config, hub: Mutex::new(hub), stats }),
+            console_thread,
+        })
+    }
+
+    /// Also serves the browser client (HTTP and WebSocket, `docs/chat.md`) on `addr`; with
+    /// the console, prints `s> init web http://ADDR:PORT/`. Returns the address bound.
+    pub async fn bind_web(&mut self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        lock(&self.shared.hub).log(format!("s> init web http://{bound}/"));
+        self.web = Some(listener);
+        Ok(bound)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -379,9 +406,12 @@ impl Server {
     /// Serves until `shutdown` completes; then closes every connection and returns once
     /// their tasks have ended (at most `drop_grace` later).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, shared, console_thread } = self;
+        let Server { listener, web, shared, console_thread } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = TaskTracker::new();
+        if let Some(web) = web {
+            tasks.spawn(crate::chat::web::serve(web, shared.clone(), stop_rx.clone(), tasks.clone()));
+        }
         let mut next_id = 0u64;
         tokio::pin!(shutdown);
         while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
@@ -602,13 +632,13 @@ fn framed_input(shared: &Shared, id: ConnId, codec: &mut LineCodec, buf: &mut By
 }
 
 /// Unix time in milliseconds, for the history's stamps (0 if the clock is before 1970).
-fn unix_millis() -> u64 {
+pub(super) fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Logs a last `ERROR` (408, or 400 when the first message is neither framed nor a legacy
 /// CONNECT) and queues it; the connection closes once it is written.
-fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
+pub(super) fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
     lock(&shared.hub).log_event(LogEvent::Error { code: code.number(), conn: id, name: None });
     outbox.push_last(code, text);
 }

@@ -429,6 +429,7 @@ pub(crate) const TEXT_SLOW_READER: &str = "Lectura demasiado lenta";
 pub(crate) const TEXT_BAD_ROOM: &str = "Nombre de sala no válido";
 pub(crate) const TEXT_NOT_MEMBER: &str = "No eres miembro de la sala";
 pub(crate) const TEXT_TOO_MANY_ROOMS: &str = "Demasiadas salas";
+pub(crate) const TEXT_BINARY: &str = "Solo se aceptan mensajes de texto";
 
 #[cfg(test)]
 mod tests {

@@ -39,6 +39,10 @@ pub struct Args {
     /// Messages of history kept per target (a room, the broadcasts, two users' private messages).
     #[arg(long, default_value_t = 10_000)]
     history_per_target: usize,
+    /// Also serve the browser client (a page and its WebSocket /ws) on this HTTP port, on the
+    /// same address (0 picks a free one; the line `s> init web` shows which).
+    #[arg(long, value_name = "PORT")]
+    web: Option<u16>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -66,13 +70,19 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let server = match Server::bind(config).await {
+        let mut server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("cartero: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(port) = args.web {
+            if let Err(e) = server.bind_web(SocketAddr::new(args.bind, port)).await {
+                eprintln!("cartero: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         match server.run(crate::shutdown::signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
