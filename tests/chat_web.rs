@@ -253,6 +253,30 @@ fn an_upgrade_without_its_key_is_refused_and_others_go_on() {
 }
 
 #[test]
+fn silent_slow_and_oversized_http_requests_are_closed_and_others_go_on() {
+    let (_server, _port, web) = serve_web(&["--connect-timeout", "1s"]);
+    // Nothing at all, then half a head: each is closed once --connect-timeout passes.
+    for sent in ["", "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "] {
+        let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(sent.as_bytes()).unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).expect("closed in time");
+        assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&rest));
+    }
+    // A head past 16 KiB is refused without being kept.
+    let huge = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "b".repeat(64 * 1024));
+    let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = stream.write_all(huge.as_bytes());
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    assert!(response.is_empty() || response.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&response));
+    let mut ws = Ws::join(web, "ana");
+    assert_eq!(ws.text(), "USER_LIST|ana");
+}
+
+#[test]
 fn a_tab_that_stops_reading_gets_503_while_others_are_served() {
     let (mut server, port, web) = serve_web(&["--max-queued-messages", "200"]);
     let mut slow = Ws::join(web, "lento");

@@ -8,7 +8,8 @@
 //! with `ERROR|503` like a slow TCP reader. Frames over 1024 bytes are refused by the
 //! WebSocket layer (`ERROR|413`, then the connection closes); binary frames get `ERROR|400`
 //! (docs/protocols/chat.md, section 9). HTTP and WebSocket connections count against
-//! `max_connections` with the TCP ones.
+//! `max_connections` with the TCP ones; an HTTP connection that sends no request head for
+//! `connect_timeout` is closed.
 
 use std::future::Future;
 use std::io;
@@ -19,17 +20,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::IncomingStream;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -46,6 +48,8 @@ const PAGE: &str = include_str!("web/index.html");
 /// What the page may load and where it may connect: nothing but itself.
 const PAGE_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:";
+/// Bytes an HTTP connection may buffer for a request's head (cookies included).
+const MAX_HTTP_BUFFER: usize = 16 * 1024;
 /// Bytes read from a WebSocket at once.
 const READ_BUFFER: usize = 4096;
 /// Bytes a WebSocket may hold unwritten: the longest message the server sends (a user list
@@ -65,22 +69,52 @@ struct WebState {
     next_id: Arc<AtomicU64>,
 }
 
-/// Serves the page and `/ws` on `listener` until `stop` turns true.
+/// Serves the page and `/ws` on `listener` until `stop` turns true. Each HTTP connection
+/// must send a request's head within `connect_timeout` (also between requests) and in at
+/// most [`MAX_HTTP_BUFFER`] bytes, else it is closed.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tasks: TaskTracker,
 ) {
-    let listener = WebListener { listener, shared: shared.clone(), stop: stop.clone() };
-    let state = WebState { shared, stop: stop.clone(), tasks, next_id: Arc::new(AtomicU64::new(FIRST_WEB_ID)) };
+    let state = WebState {
+        shared: shared.clone(),
+        stop: stop.clone(),
+        tasks: tasks.clone(),
+        next_id: Arc::new(AtomicU64::new(FIRST_WEB_ID)),
+    };
     let app = Router::new().route("/", get(page)).route("/ws", get(ws)).with_state(state);
-    let service = app.into_make_service_with_connect_info::<Peer>();
-    let shutdown = async move {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(shared.config.connect_timeout).max_buf_size(MAX_HTTP_BUFFER);
+    let stop_connections = stop.clone();
+    let shutdown = async {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    // Serving only ends with the shutdown: accept errors are retried inside.
-    let _ = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+    tokio::pin!(shutdown);
+    while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
+        let stats = &shared.stats;
+        if stats.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("{peer}: refused, {} connections open", shared.config.max_connections);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let io = TokioIo::new(Counted { stream, shared: shared.clone() });
+        let service = TowerToHyperService::new(app.clone().layer(Extension(Peer(peer))));
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let (mut stop, grace) = (stop_connections.clone(), shared.config.drop_grace);
+        tasks.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(grace, connection).await;
+        });
+    }
 }
 
 async fn page() -> impl IntoResponse {
@@ -98,7 +132,7 @@ async fn page() -> impl IntoResponse {
 /// 4xx status and no upgrade).
 async fn ws(
     State(state): State<WebState>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    Extension(Peer(peer)): Extension<Peer>,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
     let upgrade = upgrade
@@ -116,51 +150,6 @@ async fn ws(
 /// who has not joined.
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
-
-impl Connected<IncomingStream<'_, WebListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, WebListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// The HTTP listener: refuses connections past `max_connections` (counting the TCP ones)
-/// and counts each connection it hands out for as long as it stays open, upgraded or not.
-struct WebListener {
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-}
-
-impl axum::serve::Listener for WebListener {
-    type Io = Counted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Counted, SocketAddr) {
-        loop {
-            let shutdown = async {
-                let _ = self.stop.wait_for(|stopped| *stopped).await;
-            };
-            tokio::pin!(shutdown);
-            let Some((stream, peer)) = crate::net::accept(&self.listener, &mut shutdown).await else {
-                // Stopping: axum's graceful shutdown ends serving; accept nothing more.
-                return std::future::pending().await;
-            };
-            let stats = &self.shared.stats;
-            if stats.connections.load(Ordering::Relaxed) >= self.shared.config.max_connections {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{peer}: refused, {} connections open", self.shared.config.max_connections);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            return (Counted { stream, shared: self.shared.clone() }, peer);
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
 
 /// A TCP stream counted in [`Stats::connections`](crate::chat::server::Stats) while open.
 struct Counted {
