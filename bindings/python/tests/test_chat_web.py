@@ -23,6 +23,8 @@ BIN = os.environ.get("CARTERO_BIN", str(ROOT / "target" / "debug" / "cartero"))
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SHOT = ROOT / "target" / "artifacts" / "chat-web.png"
 WAIT = 15
+# Selenium Manager must never look for drivers or browsers on the network.
+os.environ["SE_OFFLINE"] = "true"
 
 
 def _missing():
