@@ -104,13 +104,18 @@ fn next(c: &mut Client) -> Reply {
     c.recv_timeout(LIMIT).unwrap().expect("a message in time")
 }
 
-/// One HTTP/1.1 exchange on a fresh connection; returns the whole response as text.
+/// One HTTP/1.1 exchange on a fresh connection; returns the whole response as text (empty
+/// when the server closed the connection unanswered).
 fn http(web_port: u16, request: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", web_port)).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
+    let _ = stream.write_all(request.as_bytes());
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("no whole response in time: {e}"),
+    }
     String::from_utf8(response).unwrap()
 }
 
@@ -274,6 +279,33 @@ fn silent_slow_and_oversized_http_requests_are_closed_and_others_go_on() {
     assert!(response.is_empty() || response.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&response));
     let mut ws = Ws::join(web, "ana");
     assert_eq!(ws.text(), "USER_LIST|ana");
+}
+
+#[test]
+fn web_connections_count_against_max_connections_with_tcp_ones() {
+    let (_server, port, web) = serve_web(&["--max-connections", "1"]);
+    let mut bob = tcp_join(port, "bob");
+    assert_eq!(next(&mut bob), Reply::UserList(vec!["bob".into()]));
+    // The one connection allowed is taken: an HTTP connection is closed unanswered.
+    let mut stream = TcpStream::connect(("127.0.0.1", web)).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    assert!(response.is_empty(), "{}", String::from_utf8_lossy(&response));
+    bob.disconnect().unwrap();
+    // Once bob's connection has closed, a browser gets in.
+    let mut tries = 0;
+    let page = loop {
+        let response = http(web, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        if !response.is_empty() {
+            break response;
+        }
+        tries += 1;
+        assert!(tries < 1000, "bob's connection is never given back");
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
 }
 
 #[test]
