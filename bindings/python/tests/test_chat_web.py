@@ -207,9 +207,13 @@ def test_two_browsers_and_a_tcp_user_chat(tmp_path):
         wait(ana, lambda d: text_of(d, "#members") == "Miembros: ana", "ana in #sala")
         say(ana, "primero en la sala")
         in_log(ana, "#sala", "primero en la sala")
-        bea.find_element(By.ID, "room-name").send_keys("sala")
-        bea.find_element(By.ID, "join").click()
+        # bea finds the room in the list of rooms and joins it with a click.
+        bea.find_element(By.ID, "list-rooms").click()
+        wait(bea, lambda d: d.find_elements(By.CSS_SELECTOR, '#rooms li[data-room="#sala"] button'), "#sala listed")
+        bea.find_element(By.CSS_SELECTOR, '#rooms li[data-room="#sala"] button').click()
         in_log(bea, "#sala", "primero en la sala")  # history on join
+        carlos.send("JOIN|sala")
+        assert carlos.line() == "ERROR|400|Nombre de sala no válido"
         carlos.send("JOIN|#sala")
         assert carlos.until("JOINED|#sala|ana,bea,carlos") == []
         say(bea, "hola sala")
