@@ -206,10 +206,13 @@ fn websocket_and_tcp_users_talk_to_each_other() {
 
 #[test]
 fn a_binary_frame_gets_400_and_the_connection_goes_on() {
-    let (_server, _port, web) = serve_web(&[]);
+    let (mut server, _port, web) = serve_web(&[]);
     let mut ws = Ws::connect(web);
     ws.0.send(Message::binary(&b"CONNECT|ana"[..])).unwrap();
     assert_eq!(ws.text(), "ERROR|400|Solo se aceptan mensajes de texto");
+    // Before it joins, the console names the user by the TCP peer of its HTTP connection.
+    let peer = ws.0.get_ref().local_addr().unwrap();
+    server.expect(&[&format!("s> ERROR 400 {peer}")]);
     ws.send("CONNECT|ana");
     assert_eq!(ws.text(), "CONNECT_ACK|OK");
     assert_eq!(ws.text(), "USER_LIST|ana");
