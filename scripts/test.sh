@@ -9,8 +9,8 @@
 #   environment of its own (target/py), then pytest (a build of yours beside the Python
 #   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
-# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb, rpcbind,
-# rpcgen, libtirpc, PostgreSQL and ngircd) by itself.
+# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, selenium, gcc, Xvfb, rpcbind,
+# rpcgen, libtirpc, PostgreSQL, ngircd, Chromium and its driver) by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,8 @@ apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 apt_install '/usr/lib/postgresql/*/bin/initdb' postgresql
 # The chat benchmark's test run compares with ngircd.
 apt_install /usr/sbin/ngircd ngircd
+# The chat's browser client test (bindings/python/tests/test_chat_web.py) drives headless Chromium.
+apt_install /usr/bin/chromedriver chromium chromium-driver
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"
@@ -64,8 +66,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 venv=target/py
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "cannot make a virtual environment (Debian: apt-get install python3-venv)"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep ||
-    die "cannot install maturin, pytest and zeep"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep selenium ||
+    die "cannot install maturin, pytest, zeep and selenium"
 
 # --- the suites ---
 summary=()

@@ -663,7 +663,9 @@ impl Engine {
         }
     }
 
-    fn error(&mut self, conn: ConnId, code: Code, text: &str) {
+    /// Sends `ERROR|code|text` to the connection and logs it, as for a bad message (the
+    /// browser client's binary frames).
+    pub(crate) fn error(&mut self, conn: ConnId, code: Code, text: &str) {
         let bytes = wire::error_line(code, text);
         let bytes = match self.conns.get(&conn).map(|c| c.mode) {
             Some(Mode::Legacy) => bytes.slice(..bytes.len() - 1),

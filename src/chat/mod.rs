@@ -7,6 +7,7 @@
 //! - [`limits`]: per-address connection and message-rate limits, sans-IO.
 //! - [`store`]: the durable history (SQLite), written by a group-commit thread.
 //! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
+//! - [`web`]: the browser client, one page and a WebSocket endpoint beside the server.
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
 
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod limits;
 pub mod server;
 pub mod store;
+pub(crate) mod web;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};

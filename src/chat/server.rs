@@ -113,23 +113,25 @@ pub struct Stats {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
+    /// The browser client's HTTP and WebSocket listener ([`bind_web`](Server::bind_web)).
+    web: Option<TcpListener>,
     shared: Arc<Shared>,
     console_thread: Option<std::thread::JoinHandle<()>>,
 }
 
-struct Shared {
-    config: ServerConfig,
-    hub: Mutex<Hub>,
-    stats: Arc<Stats>,
-    limiter: Mutex<Limiter>,
+pub(super) struct Shared {
+    pub(super) config: ServerConfig,
+    pub(super) hub: Mutex<Hub>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) limiter: Mutex<Limiter>,
     /// The origin of the limiter's clock.
-    origin: Instant,
+    pub(super) origin: Instant,
 }
 
 /// The engine and the queues it writes to, under one lock.
-struct Hub {
-    engine: Engine,
-    outboxes: HashMap<ConnId, Arc<Outbox>>,
+pub(super) struct Hub {
+    pub(super) engine: Engine,
+    pub(super) outboxes: HashMap<ConnId, Arc<Outbox>>,
     console: Option<SyncSender<String>>,
     stats: Arc<Stats>,
     max_bytes: usize,
@@ -154,7 +156,7 @@ const MAX_HELD: usize = 65_536;
 
 /// What happens to a connection's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     Open,
     /// Write what is queued, then close (after DISCONNECT).
     Close,
@@ -163,9 +165,9 @@ enum End {
 }
 
 /// One connection's outbound queue, bounded by count and bytes.
-struct Outbox {
+pub(super) struct Outbox {
     queue: Mutex<Queue>,
-    notify: Notify,
+    pub(super) notify: Notify,
     peer: SocketAddr,
     mode: Mutex<Mode>,
 }
@@ -185,12 +187,12 @@ const WRITE_SLICES: usize = 64;
 /// Bytes read at once.
 const READ_CHUNK: usize = 4096;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Outbox {
-    fn new(peer: SocketAddr) -> Outbox {
+    pub(super) fn new(peer: SocketAddr) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, end: End::Open, front_started: false }),
             notify: Notify::new(),
@@ -265,7 +267,7 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    fn close_after_flush(&self) {
+    pub(super) fn close_after_flush(&self) {
         let mut q = lock(&self.queue);
         if q.end == End::Open {
             q.end = End::Close;
@@ -275,9 +277,19 @@ impl Outbox {
     }
 
     /// (something to write, end state)
-    fn state(&self) -> (bool, End) {
+    pub(super) fn state(&self) -> (bool, End) {
         let q = lock(&self.queue);
         (!q.items.is_empty(), q.end)
+    }
+
+    /// Takes the first whole message, for writers that send messages one by one (the
+    /// browser client's WebSocket frames).
+    pub(super) fn pop(&self) -> Option<Bytes> {
+        let mut q = lock(&self.queue);
+        let item = q.items.pop_front()?;
+        q.bytes -= item.len();
+        q.front_started = false;
+        Some(item)
     }
 
     /// Writes what the socket takes now: everything queued on a framed connection, the
@@ -320,7 +332,7 @@ impl Outbox {
 }
 
 impl Hub {
-    fn log(&self, line: String) {
+    pub(super) fn log(&self, line: String) {
         if let Some(console) = &self.console {
             if console.try_send(line).is_err() {
                 self.stats.console_dropped.fetch_add(1, Ordering::Relaxed);
@@ -341,7 +353,7 @@ impl Hub {
     /// Carries out everything the engine asked for; drops slow readers as their queues
     /// overflow (which may ask for more). With durable history, a message to store and
     /// everything after it wait until it is stored.
-    fn dispatch(&mut self) {
+    pub(super) fn dispatch(&mut self) {
         loop {
             while let Some(output) = self.engine.poll_output() {
                 self.carry(output);
@@ -478,7 +490,17 @@ impl Server {
             lock(&shared.hub).committer = Some(committer);
         }
         lock(&shared.hub).log(format!("s> init server {addr}"));
-        Ok(Server { listener, shared, console_thread })
+        Ok(Server { listener, web: None, shared, console_thread })
+    }
+
+    /// Also serves the browser client (HTTP and WebSocket, `docs/chat.md`) on `addr`; with
+    /// the console, prints `s> init web http://ADDR:PORT/`. Returns the address bound.
+    pub async fn bind_web(&mut self, addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        lock(&self.shared.hub).log(format!("s> init web http://{bound}/"));
+        self.web = Some(listener);
+        Ok(bound)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -492,9 +514,12 @@ impl Server {
     /// Serves until `shutdown` completes; then closes every connection and returns once
     /// their tasks have ended (at most `drop_grace` later).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, shared, console_thread } = self;
+        let Server { listener, web, shared, console_thread } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = TaskTracker::new();
+        if let Some(web) = web {
+            tasks.spawn(crate::chat::web::serve(web, shared.clone(), stop_rx.clone(), tasks.clone()));
+        }
         let mut next_id = 0u64;
         tokio::pin!(shutdown);
         while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
@@ -725,7 +750,7 @@ fn decode(codec: &mut LineCodec, buf: &mut BytesMut) -> Vec<Frame> {
 /// Hands `frames` to the engine as the per-address rate allows; those over it wait in
 /// `waiting`, in order, until their time. A message that would wait past the rate's
 /// `max_delay` drops the connection with `ERROR|429` (what waits is dropped too).
-fn admit(
+pub(super) fn admit(
     shared: &Shared,
     id: ConnId,
     outbox: &Outbox,
@@ -759,7 +784,7 @@ fn admit(
     }
 }
 
-fn handle(shared: &Shared, id: ConnId, frames: impl IntoIterator<Item = Frame>) {
+pub(super) fn handle(shared: &Shared, id: ConnId, frames: impl IntoIterator<Item = Frame>) {
     let mut frames = frames.into_iter().peekable();
     if frames.peek().is_none() {
         return;
@@ -788,13 +813,13 @@ async fn refuse_address(mut stream: TcpStream) {
 }
 
 /// Unix time in milliseconds, for the history's stamps (0 if the clock is before 1970).
-fn unix_millis() -> u64 {
+pub(super) fn unix_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Logs a last `ERROR` (408; 400 when the first message is neither framed nor a legacy
 /// CONNECT; 429 for a flood) and queues it; the connection closes once it is written.
-fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
+pub(super) fn refuse(shared: &Shared, id: ConnId, outbox: &Outbox, code: Code, text: &str) {
     let hub = lock(&shared.hub);
     let name = hub.engine.name(id).map(str::to_string);
     hub.log_event(LogEvent::Error { code: code.number(), conn: id, name });

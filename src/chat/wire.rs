@@ -438,6 +438,7 @@ pub(crate) const TEXT_TOO_MANY_ROOMS: &str = "Demasiadas salas";
 pub(crate) const TEXT_STORE_FAILED: &str = "No se pudo guardar el mensaje";
 pub(crate) const TEXT_TOO_MANY_CONNECTIONS: &str = "Demasiadas conexiones desde esta dirección";
 pub(crate) const TEXT_FLOOD: &str = "Demasiados mensajes";
+pub(crate) const TEXT_BINARY: &str = "Solo se aceptan mensajes de texto";
 
 #[cfg(test)]
 mod tests {

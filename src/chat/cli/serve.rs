@@ -62,6 +62,10 @@ pub struct Args {
     /// Longest a message over the rate is delayed; one more drops the connection with ERROR|429.
     #[arg(long, default_value = "10s", value_parser = crate::cli::common::duration)]
     max_delay: Duration,
+    /// Also serve the browser client (a page and its WebSocket /ws) on this HTTP port, on the
+    /// same address (0 picks a free one; the line `s> init web` shows which).
+    #[arg(long, value_name = "PORT")]
+    web: Option<u16>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -96,13 +100,19 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let server = match Server::bind(config).await {
+        let mut server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("cartero: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(port) = args.web {
+            if let Err(e) = server.bind_web(SocketAddr::new(args.bind, port)).await {
+                eprintln!("cartero: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         match server.run(crate::shutdown::signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
