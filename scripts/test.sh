@@ -54,6 +54,8 @@ apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 apt_install '/usr/lib/postgresql/*/bin/initdb' postgresql
 # The chat benchmark's test run compares with ngircd.
 apt_install /usr/sbin/ngircd ngircd
+# tests/chat_tls.rs makes a real handshake with `openssl s_client`.
+apt_install openssl openssl
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"

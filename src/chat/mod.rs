@@ -5,6 +5,7 @@
 //! - [`codec`]: bytes <-> lines of framed connections ([`LineCodec`]), bounded.
 //! - [`engine`]: messages <-> state, sans-IO ([`Engine`]): users, names, who gets what.
 //! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
+//! - [`tls`]: TLS set-up for the server's second port and for the clients (rustls).
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod codec;
 pub mod engine;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 pub use codec::{CodecError, Frame, LineCodec};
