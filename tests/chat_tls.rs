@@ -399,3 +399,38 @@ fn bad_tls_options_fail_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_async_client_speaks_tls_too() {
+    use cartero::chat::client::Client as AsyncClient;
+    let dir = tempfile::tempdir().unwrap();
+    let (served, cert) = self_signed(dir.path(), &[]);
+    let tls = trusting(&cert);
+    let addr = format!("127.0.0.1:{}", served.tls);
+    // The TLS port refuses a plain client.
+    match AsyncClient::connect_as(&addr, "ana", LIMIT).await {
+        Err(ClientError::Error { code: 400, .. }) => {}
+        other => panic!("expected ERROR 400, got {:?}", other.err()),
+    }
+
+    let mut ana = AsyncClient::connect_tls(&addr, LIMIT, &tls).await.unwrap();
+    ana.join("ana").await.unwrap();
+    ana.broadcast("hola").await.unwrap();
+    loop {
+        match ana.recv().await.unwrap() {
+            Reply::UserList(_) => {}
+            other => {
+                assert_eq!(other, Reply::Broadcast { from: "ana".into(), content: "hola".into() });
+                break;
+            }
+        }
+    }
+    ana.disconnect().await.unwrap();
+
+    let other = SelfSigned::localhost().unwrap();
+    let wrong = ClientTls::trusting(std::slice::from_ref(&other.cert)).unwrap();
+    match AsyncClient::connect_tls(&addr, LIMIT, &wrong).await {
+        Err(ClientError::Certificate { problem: CertificateProblem::BadSignature, .. }) => {}
+        other => panic!("expected a refused certificate, got {:?}", other.err()),
+    }
+}

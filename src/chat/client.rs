@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::chat::codec::{CodecError, Frame, LineCodec};
-use crate::chat::tls::{CertificateProblem, TlsError};
+use crate::chat::tls::{server_name, CertificateProblem, ClientTls, TlsError};
 use crate::chat::wire::{check_name, parse_reply, NameError, Reply, Request};
 
 /// How long one step (connecting, a reply) may take unless told otherwise.
@@ -92,41 +91,74 @@ fn decode(frame: Frame) -> Result<Reply, ClientError> {
     }
 }
 
-/// A chat connection (tokio).
+/// A chat connection (tokio), over plain TCP or TLS.
 pub struct Client {
     reader: Receiver,
     writer: Sender,
     timeout: Duration,
+    peer: SocketAddr,
 }
 
 /// The sending half of a [`Client`], for tasks that send while another one receives.
 pub struct Sender {
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
     buf: BytesMut,
 }
 
 /// The receiving half of a [`Client`].
 pub struct Receiver {
-    reader: OwnedReadHalf,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
     codec: LineCodec,
     closed: bool,
 }
 
+async fn open(addr: &str, timeout: Duration) -> Result<(TcpStream, SocketAddr), ClientError> {
+    let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(io::ErrorKind::TimedOut.into()))?
+        .map_err(fail)?;
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_err(fail)?;
+    Ok((stream, peer))
+}
+
 impl Client {
     /// Connects to `addr` (`host:port`), within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::Connect { addr: addr.to_string(), source: io::ErrorKind::TimedOut.into() })?
-            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = open(addr, timeout).await?;
         let (read, write) = stream.into_split();
-        Ok(Client {
+        Ok(Client::over(Box::new(read), Box::new(write), timeout, peer))
+    }
+
+    /// Connects to `addr` (`host:port`) over TLS, checking the server's certificate against
+    /// `tls`'s roots and the name `host`; connecting and the handshake each within `timeout`.
+    pub async fn connect_tls(addr: &str, timeout: Duration, tls: &ClientTls) -> Result<Client, ClientError> {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let name = server_name(host)?;
+        let (stream, peer) = open(addr, timeout).await?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|e| handshake_error(addr, e, timeout))?;
+        let (read, write) = tokio::io::split(stream);
+        Ok(Client::over(Box::new(read), Box::new(write), timeout, peer))
+    }
+
+    fn over(
+        read: Box<dyn AsyncRead + Send + Unpin>,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+        timeout: Duration,
+        peer: SocketAddr,
+    ) -> Client {
+        Client {
             reader: Receiver { reader: read, buf: BytesMut::new(), codec: LineCodec::for_replies(), closed: false },
             writer: Sender { writer: write, buf: BytesMut::new() },
             timeout,
-        })
+            peer,
+        }
     }
 
     /// Connects and joins as `name`.
@@ -138,7 +170,7 @@ impl Client {
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.reader.peer_addr()
+        Ok(self.peer)
     }
 
     /// Sends `CONNECT|name` and waits for `CONNECT_ACK`. On `FAIL` the connection stays open
@@ -206,6 +238,8 @@ impl Sender {
         self.buf.clear();
         LineCodec::for_requests().encode(request, &mut self.buf)?;
         self.writer.write_all(&self.buf).await?;
+        // TLS keeps records until flushed; plain TCP has nothing to flush.
+        self.writer.flush().await?;
         Ok(())
     }
 
