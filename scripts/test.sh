@@ -56,6 +56,8 @@ apt_install '/usr/lib/postgresql/*/bin/initdb' postgresql
 apt_install /usr/sbin/ngircd ngircd
 # The chat's browser client test (bindings/python/tests/test_chat_web.py) drives headless Chromium.
 apt_install /usr/bin/chromedriver chromium chromium-driver
+# tests/chat_tls.rs makes a real handshake with `openssl s_client`.
+apt_install openssl openssl
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
     echo "== installing cbindgen $CBINDGEN_VERSION (cargo install, about a minute)"
     cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force -q || die "cannot install cbindgen"

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::chat::codec::{CodecError, Frame, LineCodec};
+use crate::chat::tls::{server_name, CertificateProblem, ClientTls, TlsError};
 use crate::chat::wire::{check_name, parse_reply, NameError, Reply, Request};
 
 /// How long one step (connecting, a reply) may take unless told otherwise.
@@ -27,6 +27,16 @@ pub fn default_timeout() -> Duration {
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: String, source: io::Error },
+    /// The server's certificate was refused (TLS).
+    #[error("the certificate of {addr} is refused: {problem}")]
+    Certificate { addr: String, problem: CertificateProblem },
+    /// The TLS handshake failed for another reason than the certificate (often: the port
+    /// does not speak TLS).
+    #[error("TLS handshake with {addr} failed: {source}{}", if *plain { " (is it a plain, not a TLS, port?)" } else { "" })]
+    Handshake { addr: String, source: io::Error, plain: bool },
+    /// TLS could not be set up here (a `--ca` file, a host name).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
     #[error("the server closed the connection")]
@@ -56,6 +66,22 @@ impl From<CodecError> for ClientError {
     }
 }
 
+/// The error of a failed TLS handshake with `addr`.
+fn handshake_error(addr: &str, e: io::Error, timeout: Duration) -> ClientError {
+    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+        return ClientError::Timeout(timeout);
+    }
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    if let Some(problem) = rustls_error.and_then(CertificateProblem::of) {
+        return ClientError::Certificate { addr: addr.to_string(), problem };
+    }
+    // A plain server answers a ClientHello with an ERROR line, which is no TLS record.
+    let plain =
+        matches!(rustls_error, Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }))
+            || e.kind() == io::ErrorKind::UnexpectedEof;
+    ClientError::Handshake { addr: addr.to_string(), source: e, plain }
+}
+
 fn decode(frame: Frame) -> Result<Reply, ClientError> {
     match frame {
         Frame::Line(line) => {
@@ -65,41 +91,74 @@ fn decode(frame: Frame) -> Result<Reply, ClientError> {
     }
 }
 
-/// A chat connection (tokio).
+/// A chat connection (tokio), over plain TCP or TLS.
 pub struct Client {
     reader: Receiver,
     writer: Sender,
     timeout: Duration,
+    peer: SocketAddr,
 }
 
 /// The sending half of a [`Client`], for tasks that send while another one receives.
 pub struct Sender {
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
     buf: BytesMut,
 }
 
 /// The receiving half of a [`Client`].
 pub struct Receiver {
-    reader: OwnedReadHalf,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
     buf: BytesMut,
     codec: LineCodec,
     closed: bool,
 }
 
+async fn open(addr: &str, timeout: Duration) -> Result<(TcpStream, SocketAddr), ClientError> {
+    let fail = |source| ClientError::Connect { addr: addr.to_string(), source };
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| fail(io::ErrorKind::TimedOut.into()))?
+        .map_err(fail)?;
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_err(fail)?;
+    Ok((stream, peer))
+}
+
 impl Client {
     /// Connects to `addr` (`host:port`), within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::Connect { addr: addr.to_string(), source: io::ErrorKind::TimedOut.into() })?
-            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = open(addr, timeout).await?;
         let (read, write) = stream.into_split();
-        Ok(Client {
+        Ok(Client::over(Box::new(read), Box::new(write), timeout, peer))
+    }
+
+    /// Connects to `addr` (`host:port`) over TLS, checking the server's certificate against
+    /// `tls`'s roots and the name `host`; connecting and the handshake each within `timeout`.
+    pub async fn connect_tls(addr: &str, timeout: Duration, tls: &ClientTls) -> Result<Client, ClientError> {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let name = server_name(host)?;
+        let (stream, peer) = open(addr, timeout).await?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|e| handshake_error(addr, e, timeout))?;
+        let (read, write) = tokio::io::split(stream);
+        Ok(Client::over(Box::new(read), Box::new(write), timeout, peer))
+    }
+
+    fn over(
+        read: Box<dyn AsyncRead + Send + Unpin>,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+        timeout: Duration,
+        peer: SocketAddr,
+    ) -> Client {
+        Client {
             reader: Receiver { reader: read, buf: BytesMut::new(), codec: LineCodec::for_replies(), closed: false },
             writer: Sender { writer: write, buf: BytesMut::new() },
             timeout,
-        })
+            peer,
+        }
     }
 
     /// Connects and joins as `name`.
@@ -111,7 +170,7 @@ impl Client {
 
     /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.reader.reader.peer_addr()
+        Ok(self.peer)
     }
 
     /// Sends `CONNECT|name` and waits for `CONNECT_ACK`. On `FAIL` the connection stays open
@@ -179,6 +238,8 @@ impl Sender {
         self.buf.clear();
         LineCodec::for_requests().encode(request, &mut self.buf)?;
         self.writer.write_all(&self.buf).await?;
+        // TLS keeps records until flushed; plain TCP has nothing to flush.
+        self.writer.flush().await?;
         Ok(())
     }
 
@@ -224,19 +285,22 @@ impl Receiver {
 pub mod blocking {
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
     use bytes::BytesMut;
+    use rustls::ClientConnection;
     use tokio_util::codec::{Decoder, Encoder};
 
-    use super::{decode, ClientError};
+    use super::{decode, handshake_error, ClientError};
     use crate::chat::codec::LineCodec;
+    use crate::chat::tls::{server_name, ClientTls};
     use crate::chat::wire::{check_name, Reply, Request};
 
-    /// A chat connection (blocking). Receiving and sending may happen on different threads:
-    /// [`Client::sender`] gives a handle for sending.
+    /// A chat connection (blocking), over plain TCP or TLS. Receiving and sending may happen
+    /// on different threads: [`Client::sender`] gives a handle for sending.
     pub struct Client {
+        /// The receiving side of the socket (a clone of the sender's).
         stream: TcpStream,
         buf: BytesMut,
         codec: LineCodec,
@@ -248,34 +312,94 @@ pub mod blocking {
     /// Sends on a [`Client`]'s connection from any thread.
     #[derive(Clone)]
     pub struct Sender {
-        stream: Arc<Mutex<TcpStream>>,
+        link: Arc<Mutex<Link>>,
+    }
+
+    /// The sending side of the socket and, on TLS, the session both sides go through: the
+    /// receiving thread reads the socket without the lock and takes it only to decrypt.
+    struct Link {
+        stream: TcpStream,
+        tls: Option<Box<ClientConnection>>,
+    }
+
+    impl Link {
+        /// Writes out every TLS record the session holds.
+        fn flush_tls(&mut self) -> io::Result<()> {
+            if let Some(tls) = &mut self.tls {
+                while tls.wants_write() {
+                    tls.write_tls(&mut self.stream)?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn open(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ClientError> {
+        let addr = format!("{host}:{port}");
+        let fail = |source| ClientError::Connect { addr: addr.clone(), source };
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        let addrs = (host, port).to_socket_addrs().map_err(fail)?;
+        for candidate in addrs {
+            match TcpStream::connect_timeout(&candidate, timeout) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(fail(last))
     }
 
     impl Client {
         /// Connects to `host:port`, each step within `timeout`.
         pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<Client, ClientError> {
+            let stream = open(host, port, timeout)?;
+            Client::over(stream, None, timeout, &format!("{host}:{port}"))
+        }
+
+        /// Connects to `host:port` over TLS, checking the server's certificate against
+        /// `tls`'s roots and the name `host`; each step within `timeout`.
+        pub fn connect_tls(host: &str, port: u16, timeout: Duration, tls: &ClientTls) -> Result<Client, ClientError> {
+            let name = server_name(host)?;
             let addr = format!("{host}:{port}");
-            let fail = |source| ClientError::Connect { addr: addr.clone(), source };
-            let mut last = io::Error::from(io::ErrorKind::NotFound);
-            let addrs = (host, port).to_socket_addrs().map_err(fail)?;
-            for candidate in addrs {
-                match TcpStream::connect_timeout(&candidate, timeout) {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        let writer = stream.try_clone().map_err(fail)?;
-                        return Ok(Client {
-                            stream,
-                            buf: BytesMut::new(),
-                            codec: LineCodec::for_replies(),
-                            sender: Sender { stream: Arc::new(Mutex::new(writer)) },
-                            timeout,
-                            closed: false,
-                        });
-                    }
-                    Err(e) => last = e,
+            let mut stream = open(host, port, timeout)?;
+            let mut session = ClientConnection::new(tls.config.clone(), name)
+                .map_err(|e| handshake_error(&addr, io::Error::new(io::ErrorKind::InvalidData, e), timeout))?;
+            let deadline = Instant::now() + timeout;
+            stream.set_write_timeout(Some(timeout))?;
+            while session.is_handshaking() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ClientError::Timeout(timeout));
+                }
+                stream.set_read_timeout(Some(left))?;
+                if let Err(e) = session.complete_io(&mut stream) {
+                    // Tell the server why, when rustls has an alert to send.
+                    let _ = session.write_tls(&mut stream);
+                    return Err(handshake_error(&addr, e, timeout));
                 }
             }
-            Err(fail(last))
+            stream.set_write_timeout(None)?;
+            Client::over(stream, Some(Box::new(session)), timeout, &addr)
+        }
+
+        fn over(
+            stream: TcpStream,
+            tls: Option<Box<ClientConnection>>,
+            timeout: Duration,
+            addr: &str,
+        ) -> Result<Client, ClientError> {
+            let writer =
+                stream.try_clone().map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
+            Ok(Client {
+                stream,
+                buf: BytesMut::new(),
+                codec: LineCodec::for_replies(),
+                sender: Sender { link: Arc::new(Mutex::new(Link { stream: writer, tls })) },
+                timeout,
+                closed: false,
+            })
         }
 
         /// A handle that sends on this connection.
@@ -342,7 +466,7 @@ pub mod blocking {
                             return decode(frame).map(Some);
                         }
                     }
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => self.take(&chunk[..n])?,
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.closed = true,
@@ -350,15 +474,62 @@ pub mod blocking {
                 }
             }
         }
+
+        /// Adds bytes read from the socket to the buffer, decrypted on TLS.
+        fn take(&mut self, mut bytes: &[u8]) -> Result<(), ClientError> {
+            let mut link = self.sender.lock();
+            let Link { stream, tls } = &mut *link;
+            let Some(tls) = tls else {
+                self.buf.extend_from_slice(bytes);
+                return Ok(());
+            };
+            while !bytes.is_empty() {
+                tls.read_tls(&mut bytes)?;
+                if let Err(e) = tls.process_new_packets() {
+                    let _ = tls.write_tls(stream);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e).into());
+                }
+                let mut plain = [0u8; 8192];
+                loop {
+                    match tls.reader().read(&mut plain) {
+                        // The server's close_notify.
+                        Ok(0) => {
+                            self.closed = true;
+                            break;
+                        }
+                        Ok(n) => self.buf.extend_from_slice(&plain[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // Answers the session owes (a key update), if any.
+            link.flush_tls()?;
+            Ok(())
+        }
     }
 
     impl Sender {
+        fn lock(&self) -> MutexGuard<'_, Link> {
+            self.link.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
         /// Sends any request (checked: no line break, at most 1024 bytes).
         pub fn request(&self, request: &Request) -> Result<(), ClientError> {
             let mut out = BytesMut::new();
             LineCodec::for_requests().encode(request, &mut out)?;
-            let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            stream.write_all(&out)?;
+            let mut link = self.lock();
+            if link.tls.is_none() {
+                link.stream.write_all(&out)?;
+                return Ok(());
+            }
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let Some(tls) = &mut link.tls else { break };
+                let n = tls.writer().write(rest)?;
+                rest = &rest[n..];
+                link.flush_tls()?;
+            }
             Ok(())
         }
 
@@ -377,10 +548,16 @@ pub mod blocking {
             self.request(&Request::Disconnect)
         }
 
-        /// Closes the connection both ways (a receiving thread then sees `Closed`).
+        /// Closes the connection both ways (a receiving thread then sees `Closed`); on TLS
+        /// after a close_notify.
         pub fn shutdown(&self) {
-            let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = stream.shutdown(Shutdown::Both);
+            let mut link = self.lock();
+            if let Some(tls) = &mut link.tls {
+                tls.send_close_notify();
+                let _ = link.stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = link.flush_tls();
+            }
+            let _ = link.stream.shutdown(Shutdown::Both);
         }
     }
 }

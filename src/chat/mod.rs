@@ -8,6 +8,7 @@
 //! - [`store`]: the durable history (SQLite), written by a group-commit thread.
 //! - [`server`]: state <-> sockets, the tokio server (framed and legacy connections).
 //! - [`web`]: the browser client, one page and a WebSocket endpoint beside the server.
+//! - [`tls`]: TLS set-up for the server's second port and for the clients (rustls).
 //! - [`client`]: async and blocking clients.
 //! - [`cli`]: the `cartero chat ...` verbs.
 
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod limits;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub(crate) mod web;
 pub mod wire;
 

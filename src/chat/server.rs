@@ -7,18 +7,25 @@
 //! reader only fills its own queue and is dropped with `ERROR|503` when the queue passes its
 //! limits, without slowing anyone else. Legacy connections get one message per write, at
 //! least `legacy_gap` apart.
+//!
+//! With [`ServerConfig::tls`], a second port serves the same chat over TLS: its connections
+//! are handled by the same code after the handshake, so users on either port see each other.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, Instant};
@@ -29,6 +36,7 @@ use crate::chat::codec::{Frame, LineCodec};
 use crate::chat::engine::{Append, ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
 use crate::chat::limits::{Limiter, Rate};
 use crate::chat::store::{Committer, Store, StoreError};
+use crate::chat::tls::{TlsPort, TEXT_TLS_EXPECTED};
 use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
 
 /// Why a server could not start.
@@ -74,6 +82,8 @@ pub struct ServerConfig {
     /// Messages per IP address (`None`: no limit): over the rate they are delayed, and past
     /// its `max_delay` the connection is dropped with `ERROR|429`.
     pub rate: Option<Rate>,
+    /// A second port that serves the same chat over TLS.
+    pub tls: Option<TlsPort>,
 }
 
 impl ServerConfig {
@@ -93,6 +103,7 @@ impl ServerConfig {
             data: None,
             max_per_ip: None,
             rate: None,
+            tls: None,
         }
     }
 }
@@ -115,6 +126,7 @@ pub struct Server {
     listener: TcpListener,
     /// The browser client's HTTP and WebSocket listener ([`bind_web`](Server::bind_web)).
     web: Option<TcpListener>,
+    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
     console_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -292,9 +304,14 @@ impl Outbox {
         Some(item)
     }
 
-    /// Writes what the socket takes now: everything queued on a framed connection, the
-    /// first message on a legacy one. Returns whether a whole message was finished.
-    fn write_to(&self, stream: &TcpStream, mode: Mode) -> io::Result<bool> {
+    /// Writes what the stream takes now: everything queued on a framed connection, the
+    /// first message on a legacy one. Ready with whether a whole message was finished.
+    fn poll_write_to<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        mode: Mode,
+    ) -> Poll<io::Result<bool>> {
         let mut q = lock(&self.queue);
         let written = match mode {
             Mode::Framed => {
@@ -304,13 +321,16 @@ impl Outbox {
                     *slot = IoSlice::new(item);
                     count += 1;
                 }
-                stream.try_write_vectored(&slices[..count])?
+                std::task::ready!(Pin::new(stream).poll_write_vectored(cx, &slices[..count]))?
             }
             Mode::Legacy => match q.items.front() {
-                Some(first) => stream.try_write(first)?,
+                Some(first) => std::task::ready!(Pin::new(stream).poll_write(cx, first))?,
                 None => 0,
             },
         };
+        if written == 0 && !q.items.is_empty() {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
         q.bytes -= written;
         let mut left = written;
         let mut finished = false;
@@ -327,7 +347,7 @@ impl Outbox {
                 q.front_started = true;
             }
         }
-        Ok(finished)
+        Poll::Ready(Ok(finished))
     }
 }
 
@@ -427,8 +447,9 @@ impl Hub {
 }
 
 impl Server {
-    /// Binds the listening socket. With `config.console`, prints the start line
-    /// `s> init server ADDR:PORT` once ready.
+    /// Binds the listening sockets. With `config.console`, prints the start line
+    /// `s> init server ADDR:PORT` once ready, and with TLS a second one,
+    /// `s> init tls ADDR:PORT sha256 FINGERPRINT`.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let store = match &config.data {
             Some(dir) => Some(Store::open(dir, config.limits.history_per_target)?),
@@ -442,6 +463,15 @@ impl Server {
     pub async fn bind_with(config: ServerConfig, store: Option<Store>) -> Result<Server, ServerError> {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+        let tls_listener = match &config.tls {
+            Some(port) => {
+                let fail = |source| ServerError::Bind { addr: port.bind, source };
+                let tls = TcpListener::bind(port.bind).await.map_err(fail)?;
+                let addr = tls.local_addr().map_err(fail)?;
+                Some((tls, tokio_rustls::TlsAcceptor::from(port.tls.config.clone()), addr))
+            }
+            None => None,
+        };
         let stats = Arc::new(Stats::default());
         let (console, console_thread) = if config.console {
             let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
@@ -478,6 +508,13 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let limiter = Mutex::new(Limiter::new(config.max_per_ip, config.rate));
         let bind = config.bind;
+        hub.log(format!("s> init server {addr}"));
+        let tls_listener = tls_listener.map(|(tls, acceptor, addr)| {
+            if let Some(port) = &config.tls {
+                hub.log(format!("s> init tls {addr} sha256 {}", port.tls.fingerprint));
+            }
+            (tls, acceptor)
+        });
         let shared = Arc::new(Shared { config, hub: Mutex::new(hub), stats, limiter, origin: Instant::now() });
         if let Some(store) = store {
             let weak = Arc::downgrade(&shared);
@@ -489,8 +526,7 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: bind, source })?;
             lock(&shared.hub).committer = Some(committer);
         }
-        lock(&shared.hub).log(format!("s> init server {addr}"));
-        Ok(Server { listener, web: None, shared, console_thread })
+        Ok(Server { listener, web: None, tls_listener, shared, console_thread })
     }
 
     /// Also serves the browser client (HTTP and WebSocket, `docs/chat.md`) on `addr`; with
@@ -507,6 +543,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The TLS port's address, when the server has one.
+    pub fn local_tls_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls_listener.as_ref().map(|(l, _)| l.local_addr())
+    }
+
     pub fn stats(&self) -> Arc<Stats> {
         self.shared.stats.clone()
     }
@@ -514,37 +555,31 @@ impl Server {
     /// Serves until `shutdown` completes; then closes every connection and returns once
     /// their tasks have ended (at most `drop_grace` later).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, web, shared, console_thread } = self;
+        let Server { listener, web, tls_listener, shared, console_thread } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = TaskTracker::new();
         if let Some(web) = web {
             tasks.spawn(crate::chat::web::serve(web, shared.clone(), stop_rx.clone(), tasks.clone()));
         }
-        let mut next_id = 0u64;
-        tokio::pin!(shutdown);
-        while let Some((stream, peer)) = crate::net::accept(&listener, &mut shutdown).await {
-            if shared.stats.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("{peer}: refused, {} connections open", shared.config.max_connections);
-                drop(stream);
-                continue;
+        let next_id = AtomicU64::new(0);
+        {
+            let plain = accept_loop(&listener, None, &shared, &tasks, &stop_rx, &next_id);
+            let tls = async {
+                match &tls_listener {
+                    Some((tls, acceptor)) => {
+                        accept_loop(tls, Some(acceptor), &shared, &tasks, &stop_rx, &next_id).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = plain => {}
+                _ = tls => {}
             }
-            if !lock(&shared.limiter).open(peer.ip(), shared.origin.elapsed()) {
-                lock(&shared.hub).log(format!("s> ERROR {} {peer}", Code::TooManyRequests.number()));
-                tasks.spawn(refuse_address(stream));
-                continue;
-            }
-            shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-            next_id += 1;
-            let id = ConnId(next_id);
-            let (shared, stop) = (shared.clone(), stop_rx.clone());
-            tasks.spawn(async move {
-                connection(&shared, stream, peer, id, stop).await;
-                lock(&shared.limiter).close(peer.ip(), shared.origin.elapsed());
-                shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
-            });
         }
         drop(listener);
+        drop(tls_listener);
         let _ = stop_tx.send(true);
         tasks.close();
         let grace = shared.config.drop_grace + Duration::from_secs(1);
@@ -569,6 +604,103 @@ impl Server {
     }
 }
 
+/// Accepts connections on `listener` (over TLS with `tls`) and spawns their tasks; never
+/// ends (the caller stops polling it at shutdown).
+async fn accept_loop(
+    listener: &TcpListener,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    shared: &Arc<Shared>,
+    tasks: &TaskTracker,
+    stop: &watch::Receiver<bool>,
+    next_id: &AtomicU64,
+) {
+    let mut never = std::pin::pin!(std::future::pending::<()>());
+    while let Some((stream, peer)) = crate::net::accept(listener, &mut never).await {
+        if shared.stats.connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("{peer}: refused, {} connections open", shared.config.max_connections);
+            drop(stream);
+            continue;
+        }
+        if !lock(&shared.limiter).open(peer.ip(), shared.origin.elapsed()) {
+            lock(&shared.hub).log(format!("s> ERROR {} {peer}", Code::TooManyRequests.number()));
+            // Plain text cannot answer on the TLS port before a handshake: it is just closed.
+            if tls.is_none() {
+                tasks.spawn(refuse_address(stream));
+            }
+            continue;
+        }
+        // Legacy writes must leave one by one; framed ones gain latency too.
+        let _ = stream.set_nodelay(true);
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let id = ConnId(next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        match tls {
+            None => tasks.spawn(async move {
+                connection(&shared, stream, peer, id, stop, false).await;
+                lock(&shared.limiter).close(peer.ip(), shared.origin.elapsed());
+                shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            }),
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tasks.spawn(async move {
+                    if let Some(stream) = tls_handshake(&shared, &acceptor, stream, peer, stop.clone()).await {
+                        connection(&shared, stream, peer, id, stop, true).await;
+                    }
+                    lock(&shared.limiter).close(peer.ip(), shared.origin.elapsed());
+                    shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                })
+            }
+        };
+    }
+}
+
+/// The server's side of a TLS handshake, within the handshake timeout. A connection whose
+/// first byte cannot start a TLS handshake (plain text on the TLS port) is sent
+/// `ERROR|400|Se esperaba TLS` in plain text and closed.
+async fn tls_handshake(
+    shared: &Shared,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// A TLS record of type handshake starts with this byte (RFC 8446, 5.1).
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let timeout = shared
+        .config
+        .tls
+        .as_ref()
+        .map_or_else(crate::chat::tls::default_handshake_timeout, |t| t.tls.handshake_timeout);
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            Ok(1) if first[0] == HANDSHAKE_RECORD => {}
+            Ok(1) => {
+                tracing::debug!("{peer}: plain text on the TLS port");
+                let _ = stream.write_all(&wire::error_line(Code::BadRequest, TEXT_TLS_EXPECTED)).await;
+                let _ = stream.shutdown().await;
+                return None;
+            }
+            _ => return None,
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::debug!("{peer}: TLS handshake failed: {e}");
+                None
+            }
+        }
+    };
+    tokio::select! {
+        done = tokio::time::timeout(timeout, handshake) => done.unwrap_or_else(|_| {
+            tracing::debug!("{peer}: TLS handshake not finished within {timeout:?}");
+            None
+        }),
+        _ = stop.changed() => None,
+    }
+}
+
 /// Where a connection is in telling its framing.
 enum Framing {
     /// Nothing yet, or bytes without `\n` since `since`.
@@ -578,10 +710,60 @@ enum Framing {
     Known(Mode),
 }
 
-async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: ConnId, mut stop: watch::Receiver<bool>) {
+/// What one poll of a connection's stream did.
+enum Io {
+    /// Bytes written; whether a whole message was finished, and whether everything is out
+    /// of the stream's own buffers (always, on plain TCP).
+    Wrote(io::Result<bool>, bool),
+    /// The stream's own buffers (TLS records) were written out.
+    Flushed(io::Result<()>),
+    /// Bytes read (0: the peer closed).
+    Read(io::Result<usize>),
+}
+
+/// Writes (when `write`) or flushes (when `flush`), and reads (when `read`, into `buf`),
+/// whichever the stream is ready for first.
+fn poll_io<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    outbox: &Outbox,
+    mode: Mode,
+    (write, flush, read): (bool, bool, bool),
+    buf: &mut BytesMut,
+) -> Poll<Io> {
+    if write {
+        if let Poll::Ready(wrote) = outbox.poll_write_to(stream, cx, mode) {
+            let flushed = wrote.is_err() || Pin::new(&mut *stream).poll_flush(cx).is_ready();
+            return Poll::Ready(Io::Wrote(wrote, flushed));
+        }
+    } else if flush {
+        if let Poll::Ready(flushed) = Pin::new(&mut *stream).poll_flush(cx) {
+            return Poll::Ready(Io::Flushed(flushed));
+        }
+    }
+    if read {
+        // Read through the stack, so an idle connection holds no read buffer.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut chunk = ReadBuf::uninit(&mut chunk);
+        if let Poll::Ready(result) = Pin::new(&mut *stream).poll_read(cx, &mut chunk) {
+            buf.extend_from_slice(chunk.filled());
+            return Poll::Ready(Io::Read(result.map(|()| chunk.filled().len())));
+        }
+    }
+    Poll::Pending
+}
+
+/// Serves one connection (plain TCP, or TLS after the handshake) until it ends. With
+/// `close_notify`, a TLS close is sent before the stream is dropped.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    mut stream: S,
+    peer: SocketAddr,
+    id: ConnId,
+    mut stop: watch::Receiver<bool>,
+    close_notify: bool,
+) {
     let config = &shared.config;
-    // Legacy writes must leave one by one; framed ones gain latency too.
-    let _ = stream.set_nodelay(true);
     let outbox = Arc::new(Outbox::new(peer));
     lock(&shared.hub).outboxes.insert(id, outbox.clone());
     let join_deadline = Instant::now() + config.connect_timeout;
@@ -600,6 +782,8 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
     let timer = sleep_until(join_deadline);
     tokio::pin!(timer);
     let mut armed = Some(join_deadline);
+    // Bytes accepted by the stream but still in its own buffers (TLS records not yet sent).
+    let mut unflushed = false;
     let leave = loop {
         let (pending, end) = outbox.state();
         let mode = match framing {
@@ -608,8 +792,8 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
         };
         match end {
             End::Open => {}
-            End::Close if !pending => break Leave::Closed,
-            End::Overflow if !pending => break Leave::SlowReader,
+            End::Close if !pending && !unflushed => break Leave::Closed,
+            End::Overflow if !pending && !unflushed => break Leave::SlowReader,
             End::Close | End::Overflow => {
                 reading = false;
                 end_deadline.get_or_insert_with(|| Instant::now() + config.drop_grace);
@@ -638,27 +822,27 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
         }
         tokio::select! {
             _ = outbox.notify.notified(), if !pending => {}
-            ready = stream.writable(), if pending && !paced => {
-                if ready.is_err() {
-                    break Leave::Closed;
-                }
-                match outbox.write_to(&stream, mode.unwrap_or(Mode::Framed)) {
-                    Ok(true) => next_write = Instant::now() + config.legacy_gap,
-                    Ok(false) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break Leave::Closed,
-                }
-            }
-            ready = stream.readable(), if reading => {
-                if ready.is_err() {
-                    break Leave::Closed;
-                }
-                buf.reserve(READ_CHUNK);
-                match stream.try_read_buf(&mut buf) {
-                    Ok(0) => break Leave::Closed,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => break Leave::Closed,
+            io = poll_fn(|cx| {
+                let wants = (pending && !paced, unflushed, reading);
+                poll_io(&mut stream, cx, &outbox, mode.unwrap_or(Mode::Framed), wants, &mut buf)
+            }), if (pending && !paced) || unflushed || reading => {
+                match io {
+                    Io::Wrote(wrote, flushed) => {
+                        unflushed = !flushed;
+                        match wrote {
+                            Ok(true) => next_write = Instant::now() + config.legacy_gap,
+                            Ok(false) => {}
+                            Err(_) => break Leave::Closed,
+                        }
+                        continue;
+                    }
+                    Io::Flushed(Ok(())) => {
+                        unflushed = false;
+                        continue;
+                    }
+                    Io::Flushed(Err(_)) => break Leave::Closed,
+                    Io::Read(Ok(0) | Err(_)) => break Leave::Closed,
+                    Io::Read(Ok(_)) => {}
                 }
                 match framing {
                     Framing::Detecting { since } => {
@@ -724,13 +908,19 @@ async fn connection(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: Co
             _ = stop.changed() => break Leave::Closed,
         }
     };
-    let mut hub = lock(&shared.hub);
-    // A slow reader has left already, when its queue overflowed.
-    if leave == Leave::Closed {
-        hub.engine.close(id, Leave::Closed);
+    {
+        let mut hub = lock(&shared.hub);
+        // A slow reader has left already, when its queue overflowed.
+        if leave == Leave::Closed {
+            hub.engine.close(id, Leave::Closed);
+        }
+        hub.outboxes.remove(&id);
+        hub.dispatch();
     }
-    hub.outboxes.remove(&id);
-    hub.dispatch();
+    if close_notify {
+        // TLS: say goodbye properly (close_notify), bounded like any last write.
+        let _ = tokio::time::timeout(config.drop_grace, stream.shutdown()).await;
+    }
 }
 
 fn open(shared: &Shared, id: ConnId, outbox: &Outbox, mode: Mode) {

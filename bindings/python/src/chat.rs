@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cartero::chat::client::blocking::{Client, Sender};
 use cartero::chat::client::ClientError;
 use cartero::chat::server::{Server as ChatServer, ServerConfig};
+use cartero::chat::tls::ClientTls;
 use cartero::chat::{Reply, Request};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -28,9 +29,11 @@ fn chat_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArg
 fn to_py_error(py: Python<'_>, e: ClientError) -> PyErr {
     let message = e.to_string();
     match e {
-        ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Io(_) => {
+        ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Io(_) | ClientError::Handshake { .. } => {
             chat_error(py, "ConnectionFailed", (message,))
         }
+        ClientError::Certificate { problem, .. } => chat_error(py, "CertificateError", (message, problem.kind())),
+        ClientError::Tls(_) => chat_error(py, "InvalidInput", (message,)),
         ClientError::Closed => chat_error(py, "Closed", (message,)),
         ClientError::InvalidName(_) | ClientError::Encode(_) => chat_error(py, "InvalidInput", (message,)),
         ClientError::Refused { code, text } => chat_error(py, "NameRefused", (message, code, text)),
@@ -70,15 +73,30 @@ impl ChatClient {
 #[pymethods]
 impl ChatClient {
     /// Connects to `host:port` and joins as `name`; each step waits `timeout` seconds at most.
+    /// With `tls` (or `ca`), over TLS, trusting the certificates of the PEM file `ca` only,
+    /// or the public authorities without it.
     #[new]
-    #[pyo3(signature = (host, port, name, timeout=5.0))]
-    fn new(py: Python<'_>, host: String, port: u16, name: String, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (host, port, name, timeout=5.0, tls=false, ca=None))]
+    fn new(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        name: String,
+        timeout: f64,
+        tls: bool,
+        ca: Option<std::path::PathBuf>,
+    ) -> PyResult<Self> {
         let timeout = seconds(timeout, "timeout")?;
         guarded(py, || {
             let joined = {
                 let name = name.clone();
                 py.detach(move || -> Result<Client, ClientError> {
-                    let mut client = Client::connect(&host, port, timeout)?;
+                    let mut client = if tls || ca.is_some() {
+                        let tls = ClientTls::new(ca.as_deref())?;
+                        Client::connect_tls(&host, port, timeout, &tls)?
+                    } else {
+                        Client::connect(&host, port, timeout)?
+                    };
                     client.join(&name)?;
                     Ok(client)
                 })

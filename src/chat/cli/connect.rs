@@ -8,6 +8,7 @@
 //! non-empty line is a broadcast. What the server
 //! sends is printed as the original console client prints it, above the line being typed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use crate::chat::client::blocking::{Client, Sender};
 use crate::chat::client::{default_timeout, ClientError};
+use crate::chat::tls::ClientTls;
 use crate::chat::wire::{Reply, Request};
 use crate::console::{Input, Printer};
 
@@ -33,6 +35,13 @@ pub struct Args {
     /// Time to connect and to join.
     #[arg(long, default_value = "5s", value_parser = crate::cli::common::duration)]
     timeout: Duration,
+    /// Connect over TLS (to the server's --tls-port), trusting the usual public authorities.
+    #[arg(long)]
+    tls: bool,
+    /// Connect over TLS trusting only the certificates in this PEM file (a self-signed
+    /// server's --tls-cert-out, or a private CA); implies --tls.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 /// How the console prints a message from the server (SPEC-chat 6).
@@ -65,7 +74,14 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     let timeout = if args.timeout.is_zero() { default_timeout() } else { args.timeout };
-    let mut client = match Client::connect(&args.server, args.port, timeout) {
+    let connected = if args.tls || args.ca.is_some() {
+        ClientTls::new(args.ca.as_deref())
+            .map_err(ClientError::from)
+            .and_then(|tls| Client::connect_tls(&args.server, args.port, timeout, &tls))
+    } else {
+        Client::connect(&args.server, args.port, timeout)
+    };
+    let mut client = match connected {
         Ok(client) => client,
         Err(e) => {
             printer.print("Conexión fallida");

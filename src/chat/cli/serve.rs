@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::chat::engine::Limits;
 use crate::chat::limits::Rate;
 use crate::chat::server::{Server, ServerConfig};
+use crate::chat::tls::{SelfSigned, ServerTls, TlsError, TlsPort};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -66,6 +67,44 @@ pub struct Args {
     /// same address (0 picks a free one; the line `s> init web` shows which).
     #[arg(long, value_name = "PORT")]
     web: Option<u16>,
+    /// Serve TLS too, with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS too, with a certificate made at start for localhost, 127.0.0.1 and ::1
+    /// (its SHA-256 fingerprint is on the start line).
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// Write the self-signed certificate (not its key) to this file, as PEM: what clients
+    /// give to --ca.
+    #[arg(long, value_name = "FILE", requires = "tls_self_signed")]
+    tls_cert_out: Option<PathBuf>,
+    /// TCP port of TLS connections (0 picks a free one), beside --port's plain ones.
+    #[arg(long, default_value_t = 8443)]
+    tls_port: u16,
+    /// Time a TLS connection has to finish its handshake before it is closed.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::common::duration)]
+    tls_handshake_timeout: Duration,
+}
+
+/// The TLS port `args` ask for, if any; self-signed certificates are made here (and written
+/// where --tls-cert-out says).
+fn tls_port(args: &Args) -> Result<Option<TlsPort>, String> {
+    let mut tls = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        ServerTls::from_pem_files(cert, key).map_err(|e| e.to_string())?
+    } else if args.tls_self_signed {
+        let made = SelfSigned::localhost().map_err(|e| e.to_string())?;
+        if let Some(out) = &args.tls_cert_out {
+            std::fs::write(out, &made.cert_pem).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        }
+        made.server_tls().map_err(|e: TlsError| e.to_string())?
+    } else {
+        return Ok(None);
+    };
+    tls.handshake_timeout = args.tls_handshake_timeout;
+    Ok(Some(TlsPort { bind: SocketAddr::new(args.bind, args.tls_port), tls }))
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -77,6 +116,13 @@ pub fn run(args: Args) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
+    let tls = match tls_port(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("cartero: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = ServerConfig {
         max_connections: args.max_connections,
         connect_timeout: args.connect_timeout,
@@ -85,6 +131,7 @@ pub fn run(args: Args) -> ExitCode {
         max_queued_bytes: args.max_queued_bytes,
         max_queued_messages: args.max_queued_messages,
         console: true,
+        tls,
         limits: Limits { max_rooms: args.max_rooms, history_per_target: args.history_per_target, ..Limits::default() },
         data: (!args.memory).then_some(args.data),
         max_per_ip: (args.max_per_ip > 0).then_some(args.max_per_ip),

@@ -106,7 +106,15 @@ def _panic_for_tests() -> None: ...
 
 class ChatClient:
     """The native chat connection; use ``cartero.chat.Client``."""
-    def __init__(self, host: str, port: int, name: str, timeout: float = 5.0) -> None: ...
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        timeout: float = 5.0,
+        tls: bool = False,
+        ca: Optional[str] = None,
+    ) -> None: ...
     @property
     def name(self) -> str: ...
     def send(self, to: str, content: str) -> None: ...

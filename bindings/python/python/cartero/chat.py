@@ -11,6 +11,7 @@ Waits release the GIL and can be interrupted with Ctrl-C.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Union
 
@@ -26,13 +27,24 @@ class ConnectionFailed(ChatError, _ConnectionFailed):
     """The server could not be reached, or did not answer in time."""
 
 
+class CertificateError(ConnectionFailed):
+    """TLS: the server's certificate was refused. ``reason`` says why, in one word:
+    ``"expired"``, ``"not_yet_valid"``, ``"unknown_issuer"`` (not signed by anyone trusted:
+    give the server's certificate as ``ca``), ``"bad_signature"`` (an old ``ca`` file of a
+    server that made a new certificate?), ``"wrong_name"`` or ``"other"``."""
+
+    def __init__(self, message: str, reason: str = "other"):
+        super().__init__(message)
+        self.reason = reason
+
+
 class Closed(ChatError, ConnectionError):
     """The server closed the connection."""
 
 
 class InvalidInput(ChatError, ValueError):
-    """A name that is not a valid user name, or a message that cannot be sent (a line
-    break, over 1024 bytes)."""
+    """A name that is not a valid user name, a message that cannot be sent (a line
+    break, over 1024 bytes), or a ``ca`` file without a usable certificate."""
 
 
 class ProtocolError(ChatError):
@@ -175,12 +187,26 @@ class Client:
     Raises ``NameRefused`` when the server refuses the name, ``InvalidInput`` for a name
     that is not valid, ``ConnectionFailed`` when the server cannot be reached in ``timeout``
     seconds.
+
+    With ``tls=True`` (or a ``ca``) the connection is made over TLS (to the server's TLS
+    port), checking the certificate against the name ``host`` and the certificates of the
+    PEM file ``ca`` only (a self-signed server's ``--tls-cert-out``), or the public
+    authorities without ``ca``. A refused certificate raises ``CertificateError``.
     """
 
-    def __init__(self, host: str, port: int, name: str, *, timeout: float = 5.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        timeout: float = 5.0,
+        tls: bool = False,
+        ca: Optional[Union[str, "os.PathLike[str]"]] = None,
+    ):
         from ._native import ChatClient
 
-        self._native = ChatClient(host, port, name, timeout)
+        self._native = ChatClient(host, port, name, timeout, tls, None if ca is None else os.fspath(ca))
 
     @property
     def name(self) -> str:
