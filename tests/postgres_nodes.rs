@@ -1,0 +1,184 @@
+//! `cartero serve --store postgres://... --shared`: N identical nodes on one PostgreSQL
+//! database (a real PostgreSQL cluster each test starts and stops, tests/common/pg.rs). A user
+//! registered on one node, connected on another and written to through a third; one sender's
+//! concurrent SENDs through all nodes; nodes starting at once on a fresh database.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use cartero::client::blocking::{Client, Listener};
+use cartero::wire::{ConnectReply, ConnectedUsersReply, RegisterReply, SendReply};
+use cartero::Push;
+use common::pg::Cluster;
+use common::{Proc, LIMIT};
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn client(port: u16) -> Client {
+    Client::new("127.0.0.1", port).with_timeout(LIMIT)
+}
+
+/// Starts `cartero serve --shared` on the cluster's database without waiting for it.
+fn launch(cluster: &Cluster, extra: &[&str]) -> Proc {
+    let url = cluster.url();
+    let mut args = vec!["serve", "-p", "0", "--bind", "127.0.0.1", "--store", url.as_str(), "--shared"];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+/// Waits for a launched node's start lines; returns its port.
+fn ready(node: &mut Proc) -> u16 {
+    let init = node.line();
+    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let port = port.parse().unwrap();
+    node.expect(&["s>"]);
+    port
+}
+
+/// `n` nodes on the cluster's database, started one after the other.
+fn nodes(cluster: &Cluster, n: usize, extra: &[&str]) -> Vec<(Proc, u16)> {
+    (0..n)
+        .map(|_| {
+            let mut node = launch(cluster, extra);
+            let port = ready(&mut node);
+            (node, port)
+        })
+        .collect()
+}
+
+fn message_id(push: Push) -> (String, u32) {
+    match push {
+        Push::Message { sender, id, .. } => (String::from_utf8_lossy(&sender).into_owned(), id),
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+#[test]
+fn register_on_a_connect_on_b_send_on_c_delivers_and_acknowledges() {
+    let cluster = Cluster::start();
+    let nodes = nodes(&cluster, 3, &[]);
+    let (a, b, c) = (client(nodes[0].1), client(nodes[1].1), client(nodes[2].1));
+    for u in ["ana", "bob", "eve"] {
+        assert_eq!(a.register(u, u, "01/01/2000").unwrap(), RegisterReply::Ok);
+    }
+    // Every node sees what another committed.
+    assert_eq!(b.register("ana", "ana", "01/01/2000").unwrap(), RegisterReply::AliasInUse);
+    assert_eq!(c.register("bob", "bob", "01/01/2000").unwrap(), RegisterReply::AliasInUse);
+
+    let bob = Listener::bind(LOCAL).unwrap();
+    let ana = Listener::bind(LOCAL).unwrap();
+    assert_eq!(b.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(c.connect("bob", bob.port()).unwrap(), ConnectReply::AlreadyConnected);
+    assert_eq!(c.connect("ana", ana.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(
+        a.connected_users(Some(b"ana")).unwrap(),
+        ConnectedUsersReply::Ok { users: vec!["bob".into(), "ana".into()] }
+    );
+
+    assert_eq!(c.send("ana", "bob", "hello from C").unwrap(), SendReply::Ok { id: 1 });
+    assert_eq!(
+        bob.recv_timeout(LIMIT).unwrap(),
+        Push::Message { sender: "ana".into(), id: 1, body: "hello from C".into() }
+    );
+    assert_eq!(ana.recv_timeout(LIMIT).unwrap(), Push::Ack { id: 1 });
+
+    // The id counter is the database's: the next SEND, through another node, gets 2.
+    assert_eq!(a.send("ana", "eve", "stored").unwrap(), SendReply::Ok { id: 2 });
+    let eve = Listener::bind(LOCAL).unwrap();
+    assert_eq!(b.connect("eve", eve.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(eve.recv_timeout(LIMIT).unwrap(), Push::Message { sender: "ana".into(), id: 2, body: "stored".into() });
+    assert_eq!(ana.recv_timeout(LIMIT).unwrap(), Push::Ack { id: 2 });
+    // Nothing is pushed twice.
+    assert!(bob.recv_timeout(Duration::from_millis(300)).is_err());
+    assert!(eve.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn concurrent_sends_of_one_sender_through_three_nodes_get_unique_gap_free_ids_delivered_in_order() {
+    let cluster = Cluster::start();
+    let nodes = nodes(&cluster, 3, &[]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let first = client(ports[0]);
+    for u in ["s", "r"] {
+        assert_eq!(first.register(u, u, "01/01/2000").unwrap(), RegisterReply::Ok);
+    }
+    const THREADS: usize = 12;
+    const EACH: usize = 40;
+    let ids: Vec<u32> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let port = ports[t % ports.len()];
+                scope.spawn(move || {
+                    let c = client(port);
+                    (0..EACH)
+                        .map(|n| match c.send("s", "r", format!("{t}.{n}")).unwrap() {
+                            SendReply::Ok { id } => id,
+                            other => panic!("SEND {t}.{n}: {other:?}"),
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    let expected: Vec<u32> = (1..=(THREADS * EACH) as u32).collect();
+    assert_eq!(sorted, expected, "ids are unique and without gaps");
+
+    // The mailbox comes out in id order, through whichever node delivers it.
+    let r = Listener::bind(LOCAL).unwrap();
+    assert_eq!(client(ports[1]).connect("r", r.port()).unwrap(), ConnectReply::Ok);
+    let mut delivered = Vec::new();
+    while delivered.len() < expected.len() {
+        let (sender, id) = message_id(r.recv_timeout(LIMIT).expect("the whole mailbox is delivered"));
+        assert_eq!(sender, "s");
+        delivered.push(id);
+    }
+    assert_eq!(delivered, expected);
+}
+
+#[test]
+fn nodes_starting_at_once_on_a_fresh_database_all_serve_and_a_single_server_is_refused() {
+    let cluster = Cluster::start();
+    // Three nodes migrate the same fresh database at the same moment.
+    let mut launched: Vec<Proc> = (0..3).map(|_| launch(&cluster, &[])).collect();
+    let ports: Vec<u16> = launched.iter_mut().map(ready).collect();
+    let mut registered = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        let alias = format!("user{i}");
+        assert_eq!(client(*port).register(&alias, &alias, "01/01/2000").unwrap(), RegisterReply::Ok);
+        registered.insert(alias, *port);
+    }
+    for port in &ports {
+        for alias in registered.keys() {
+            assert_eq!(client(*port).register(alias, alias, "01/01/2000").unwrap(), RegisterReply::AliasInUse);
+        }
+    }
+    // A single (unshared) server would answer from a stale memory: it is refused.
+    let url = cluster.url();
+    let single = Proc::start(&["serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url]);
+    let (code, _, stderr) = single.finish();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is in use by another server"), "{stderr}");
+    // And a node is refused while a single server owns the database.
+    drop(launched);
+    let start = Instant::now();
+    let mut single = loop {
+        let mut single = Proc::start(&["serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url]);
+        // The killed nodes' sessions end a moment after them.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| single.line())) {
+            Ok(line) if line.starts_with("s> init server") => break single,
+            _ if start.elapsed() < LIMIT => std::thread::sleep(Duration::from_millis(200)),
+            _ => panic!("a single server could not start after the nodes stopped"),
+        }
+    };
+    single.expect(&["s>"]);
+    let node = launch(&cluster, &[]);
+    let (code, _, stderr) = node.finish();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is in use by another server"), "{stderr}");
+}
