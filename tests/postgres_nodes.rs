@@ -1,19 +1,23 @@
 //! `cartero serve --store postgres://... --shared`: N identical nodes on one PostgreSQL
 //! database (a real PostgreSQL cluster each test starts and stops, tests/common/pg.rs). A user
 //! registered on one node, connected on another and written to through a third; one sender's
-//! concurrent SENDs through all nodes; nodes starting at once on a fresh database.
+//! concurrent SENDs through all nodes; nodes starting at once on a fresh database; a node
+//! killed with -9 under load; the database lost while nodes run, or down at their start; a
+//! node's connection pool exhausted.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cartero::client::blocking::{Client, Listener};
 use cartero::wire::{ConnectReply, ConnectedUsersReply, RegisterReply, SendReply};
 use cartero::Push;
 use common::pg::Cluster;
-use common::{Proc, LIMIT};
+use common::{wait, Proc, LIMIT};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -181,4 +185,166 @@ fn nodes_starting_at_once_on_a_fresh_database_all_serve_and_a_single_server_is_r
     let (code, _, stderr) = node.finish();
     assert_ne!(code, 0);
     assert!(stderr.contains("is in use by another server"), "{stderr}");
+}
+
+#[test]
+fn kill_9_of_a_node_under_load_loses_no_answered_message_reuses_no_id_and_deliveries_resume() {
+    let cluster = Cluster::start();
+    let mut nodes = nodes(&cluster, 3, &[]);
+    let ports: Vec<u16> = nodes.iter().map(|n| n.1).collect();
+    let senders = ["s0", "s1", "s2"];
+    let c = client(ports[1]);
+    for u in senders.iter().chain(&["r"]) {
+        assert_eq!(c.register(u, u, "01/01/2000").unwrap(), RegisterReply::Ok);
+    }
+    let r = Listener::bind(LOCAL).unwrap();
+    assert_eq!(c.connect("r", r.port()).unwrap(), ConnectReply::Ok);
+
+    let answered: Arc<Mutex<BTreeMap<String, Vec<u32>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = |answered: &Mutex<BTreeMap<String, Vec<u32>>>| total_of(&answered.lock().unwrap());
+    let threads: Vec<_> = senders
+        .iter()
+        .map(|s| {
+            let (answered, stop, s, ports) = (answered.clone(), stop.clone(), s.to_string(), ports.clone());
+            std::thread::spawn(move || {
+                // Each SEND through the next node: a dead node's turn is skipped.
+                for n in 0..20_000usize {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let c = Client::new("127.0.0.1", ports[n % ports.len()]).with_timeout(Duration::from_secs(5));
+                    if let Ok(SendReply::Ok { id }) = c.send(&s, "r", format!("{s} #{n}")) {
+                        answered.lock().unwrap().entry(s.clone()).or_default().push(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    while total(&answered) < 150 && start.elapsed() < LIMIT * 3 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Node 0 dies mid-load, most likely with requests and a push in flight.
+    nodes[0].0.child.kill().unwrap();
+    wait(&mut nodes[0].0.child);
+    let killed_at = total(&answered);
+    while total(&answered) < killed_at + 150 && start.elapsed() < LIMIT * 6 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(total_of(&answered) >= killed_at + 150, "the load went on after the kill: {}", total_of(&answered));
+    for (s, ids) in &answered {
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{s}: an id was given twice");
+    }
+
+    // Every answered message arrives (a push cut by the kill may arrive twice), in id order.
+    let mut delivered: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let missing = |delivered: &BTreeMap<String, Vec<u32>>| {
+        answered.iter().any(|(s, ids)| ids.iter().any(|id| !delivered.get(s).is_some_and(|d| d.contains(id))))
+    };
+    let start = Instant::now();
+    while missing(&delivered) && start.elapsed() < LIMIT * 3 {
+        if let Ok(push) = r.recv_timeout(Duration::from_millis(200)) {
+            let (sender, id) = message_id(push);
+            delivered.entry(sender).or_default().push(id);
+        }
+    }
+    for (s, ids) in &answered {
+        let got = delivered.get(s).cloned().unwrap_or_default();
+        assert!(got.windows(2).all(|w| w[0] <= w[1]), "{s}: out of order: {got:?}");
+        for id in ids {
+            assert!(got.contains(id), "{s}: message {id} was answered but never delivered");
+        }
+    }
+}
+
+fn total_of(answered: &BTreeMap<String, Vec<u32>>) -> usize {
+    answered.values().map(Vec::len).sum()
+}
+
+#[test]
+fn a_database_lost_while_nodes_run_is_answered_with_errors_then_they_recover() {
+    let cluster = Cluster::start();
+    let nodes = nodes(&cluster, 2, &[]);
+    let (a, b) = (client(nodes[0].1), client(nodes[1].1));
+    assert_eq!(a.register("ana", "ana", "01/01/2000").unwrap(), RegisterReply::Ok);
+    assert_eq!(b.register("bob", "bob", "01/01/2000").unwrap(), RegisterReply::Ok);
+    cluster.pg_ctl_stop();
+    // Any other error, never 0, and no hang.
+    assert_eq!(a.send("ana", "bob", "lost?").unwrap(), SendReply::Error);
+    assert_eq!(b.send("ana", "bob", "lost?").unwrap(), SendReply::Error);
+    assert_eq!(b.register("eve", "eve", "01/01/2000").unwrap(), RegisterReply::Error);
+    cluster.pg_ctl_start();
+    for c in [&a, &b] {
+        let start = Instant::now();
+        while c.register("probe", "probe", "01/01/2000").unwrap() == RegisterReply::Error && start.elapsed() < LIMIT {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // Nothing of the failed requests was kept: the first id is 1, eve registers now.
+    assert_eq!(b.send("ana", "bob", "after the outage").unwrap(), SendReply::Ok { id: 1 });
+    assert_eq!(a.register("eve", "eve", "01/01/2000").unwrap(), RegisterReply::Ok);
+    // Deliveries resume: the control connections were opened again.
+    let bob = Listener::bind(LOCAL).unwrap();
+    assert_eq!(a.connect("bob", bob.port()).unwrap(), ConnectReply::Ok);
+    assert_eq!(
+        bob.recv_timeout(LIMIT).unwrap(),
+        Push::Message { sender: "ana".into(), id: 1, body: "after the outage".into() }
+    );
+    assert_eq!(a.send("ana", "bob", "live").unwrap(), SendReply::Ok { id: 2 });
+    assert_eq!(message_id(bob.recv_timeout(LIMIT).unwrap()), ("ana".into(), 2));
+}
+
+#[test]
+fn an_exhausted_pool_answers_any_other_error_after_its_wait_never_hangs() {
+    let cluster = Cluster::start();
+    let mut node = launch(&cluster, &["--pool", "1", "--pool-wait", "300ms", "--request-timeout", "2s"]);
+    let port = ready(&mut node);
+    let c = client(port);
+    assert_eq!(c.register("ana", "ana", "01/01/2000").unwrap(), RegisterReply::Ok);
+    assert_eq!(c.register("bob", "bob", "01/01/2000").unwrap(), RegisterReply::Ok);
+    // Another client of the database holds the users' table: the node's one connection is
+    // stuck behind it, and the other requests find no connection free.
+    let mut blocker = postgres::Client::connect(&cluster.url(), postgres::NoTls).unwrap();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE cartero_users IN ACCESS EXCLUSIVE MODE").unwrap();
+    let replies: Vec<SendReply> = std::thread::scope(|scope| {
+        let sends: Vec<_> =
+            (0..6).map(|i| scope.spawn(move || client(port).send("ana", "bob", format!("{i}")))).collect();
+        sends.into_iter().map(|t| t.join().unwrap().unwrap()).collect()
+    });
+    assert!(replies.iter().all(|r| *r == SendReply::Error), "{replies:?}");
+    tx.rollback().unwrap();
+    drop(blocker);
+    let start = Instant::now();
+    let reply = loop {
+        let reply = c.send("ana", "bob", "free again").unwrap();
+        if reply != SendReply::Error || start.elapsed() > LIMIT {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reply, SendReply::Ok { id: 1 });
+}
+
+#[test]
+fn a_node_with_its_database_down_at_start_says_so_in_one_line() {
+    let port = std::net::TcpListener::bind((LOCAL, 0)).unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://cartero:secret@127.0.0.1:{port}/cartero");
+    let node = Proc::start(&["serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"]);
+    let (code, out, stderr) = node.finish();
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out:?}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("cartero:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains(&format!("cannot reach the database postgres://cartero@127.0.0.1:{port}/cartero")));
+    assert!(!stderr.contains("secret"), "the password is never printed: {stderr}");
 }
