@@ -3,7 +3,7 @@
 //! registered on one node, connected on another and written to through a third; one sender's
 //! concurrent SENDs through all nodes; nodes starting at once on a fresh database; a node
 //! killed with -9 under load; the database lost while nodes run, or down at their start; a
-//! node's connection pool exhausted.
+//! node's connection pool exhausted; nodes whose clocks are skewed (under faketime).
 
 mod common;
 
@@ -347,4 +347,58 @@ fn a_node_with_its_database_down_at_start_says_so_in_one_line() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains(&format!("cannot reach the database postgres://cartero@127.0.0.1:{port}/cartero")));
     assert!(!stderr.contains("secret"), "the password is never printed: {stderr}");
+}
+
+#[test]
+fn nodes_with_skewed_clocks_retry_a_refused_push_by_the_database_clock_and_deliver() {
+    let cluster = Cluster::start();
+    // faketime (scripts/test.sh installs it) shifts every clock of the process it starts.
+    let url = cluster.url();
+    let skewed: Vec<(Proc, u16)> = ["+2d", "-3h"]
+        .iter()
+        .map(|shift| {
+            let args = ["-f", shift, common::BIN, "serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"];
+            let mut node = Proc::start_program("faketime", &args);
+            let port = ready(&mut node);
+            (node, port)
+        })
+        .collect();
+    let (a, b) = (client(skewed[0].1), client(skewed[1].1));
+    for u in ["ana", "bob"] {
+        assert_eq!(a.register(u, u, "01/01/2000").unwrap(), RegisterReply::Ok);
+    }
+    let ana = Listener::bind(LOCAL).unwrap();
+    assert_eq!(b.connect("ana", ana.port()).unwrap(), ConnectReply::Ok);
+    // bob connects (through the node two days ahead) with a listener that is not up yet: the
+    // pushes refused within two seconds of the CONNECT, as the database counts them, are retried.
+    let port = std::net::TcpListener::bind((LOCAL, 0)).unwrap().local_addr().unwrap().port();
+    assert_eq!(a.connect("bob", port).unwrap(), ConnectReply::Ok);
+    assert_eq!(b.send("ana", "bob", "skewed").unwrap(), SendReply::Ok { id: 1 });
+    std::thread::sleep(Duration::from_millis(300));
+    let bob = std::net::TcpListener::bind((LOCAL, port)).unwrap();
+    let mut push = accept_within(&bob);
+    push.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut push, &mut bytes).unwrap();
+    assert!(bytes.starts_with(b"SEND MESSAGE\0ana\0"), "{bytes:?}");
+    assert!(bytes.ends_with(b"skewed\0"), "{bytes:?}");
+    drop(push);
+    assert_eq!(ana.recv_timeout(LIMIT).unwrap(), Push::Ack { id: 1 });
+}
+
+fn accept_within(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < LIMIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("no connection to accept in time: {e}"),
+        }
+    }
 }

@@ -232,9 +232,9 @@ struct Pooled<'a> {
 }
 
 impl Pooled<'_> {
-    fn conn(&mut self) -> &mut Conn {
-        // Set from creation to drop.
-        self.conn.as_mut().expect("a pooled connection")
+    /// The connection (there from creation to drop).
+    fn conn(&mut self) -> Result<&mut Conn, Failure> {
+        self.conn.as_mut().ok_or_else(|| Failure::Database("no connection".into()))
     }
 }
 
@@ -450,7 +450,9 @@ impl Node {
         tokio::spawn(async move {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
-                    Ok(AsyncMessage::Notification(n)) if n.channel() == "cartero" && n.process_id() != own_pid.load(Ordering::Relaxed) => {
+                    Ok(AsyncMessage::Notification(n))
+                        if n.channel() == "cartero" && n.process_id() != own_pid.load(Ordering::Relaxed) =>
+                    {
                         if let Some(alias) = unhex(n.payload()) {
                             let _ = wake.try_send(alias);
                         }
@@ -512,7 +514,7 @@ impl Node {
         events: &mut Vec<Event>,
     ) -> Result<(Reply, Vec<Bytes>), Failure> {
         let mut pooled = self.pool.get().await?;
-        let Conn { client, st } = pooled.conn();
+        let Conn { client, st } = pooled.conn()?;
         let named: Vec<&Bytes> = match request {
             Request::ConnectedUsers { alias } | Request::Users { alias } => {
                 // Read only: every connected user, and the requester.
@@ -613,16 +615,16 @@ impl Node {
         let peer = peer.to_string();
         while Instant::now() < until {
             let waits = match self.pool.get().await {
-                Ok(mut pooled) => {
-                    let Conn { client, st } = pooled.conn();
-                    client
+                Ok(mut pooled) => match pooled.conn() {
+                    Ok(Conn { client, st }) => client
                         .query_opt(&st.disconnect_waits, &[&alias, &peer])
                         .await
                         .ok()
                         .flatten()
                         .and_then(|row| row.try_get::<_, bool>(0).ok())
-                        .unwrap_or(false)
-                }
+                        .unwrap_or(false),
+                    Err(_) => false,
+                },
                 Err(_) => false,
             };
             if !waits {
@@ -704,8 +706,8 @@ impl Node {
                 }
             }
             let Ok(mut pooled) = self.pool.get().await else { continue };
-            let rows = pooled
-                .conn()
+            let Ok(conn) = pooled.conn() else { continue };
+            let rows = conn
                 .client
                 .query(
                     "SELECT alias FROM cartero_users u WHERE conn_ip IS NOT NULL AND \
@@ -735,7 +737,7 @@ impl Node {
                     .and_then(|r| r.try_get::<_, bool>(0))
                     .unwrap_or(false);
                 if leased {
-                    self.deliver_all(alias, hooks, stop).await;
+                    self.deliver_all(alias, &control, hooks, stop).await;
                     let _ = control.client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await;
                     // Work committed while the lease was held here may have been refused the
                     // lease elsewhere: look again now that it is free.
@@ -757,13 +759,14 @@ impl Node {
 
     async fn has_work(&self, alias: &[u8]) -> bool {
         let Ok(mut pooled) = self.pool.get().await else { return false };
-        let Conn { client, st } = pooled.conn();
+        let Ok(Conn { client, st }) = pooled.conn() else { return false };
         client.query_one(&st.has_work, &[&alias]).await.and_then(|r| r.try_get(0)).unwrap_or(false)
     }
 
     /// Pushes to `alias` until it has nothing left, its push fails, or the database does.
-    async fn deliver_all(&self, alias: &Bytes, hooks: &Hooks, stop: &CancellationToken) {
-        while !stop.is_cancelled() {
+    /// A lost control connection lost the lease with it: the push in hand is the last one.
+    async fn deliver_all(&self, alias: &Bytes, control: &Control, hooks: &Hooks, stop: &CancellationToken) {
+        while !stop.is_cancelled() && !control.client.is_closed() {
             let next = match self.next_work(alias).await {
                 Ok(Some(next)) => next,
                 Ok(None) => return,
@@ -829,7 +832,7 @@ impl Node {
     /// acknowledgement first, else its oldest message. `None`: not connected, or nothing.
     async fn next_work(&self, alias: &[u8]) -> Result<Option<(SocketAddr, i64, Duration, Work)>, Failure> {
         let mut pooled = self.pool.get().await?;
-        let Conn { client, st } = pooled.conn();
+        let Conn { client, st } = pooled.conn()?;
         let Some(user) = client.query_opt(&st.recipient, &[&alias]).await? else { return Ok(None) };
         let (Some(ip), Some(port), Some(order)) = (
             user.try_get::<_, Option<String>>(0)?,
@@ -875,7 +878,7 @@ impl Node {
         delivered: bool,
     ) -> Result<Option<Bytes>, Failure> {
         let mut pooled = self.pool.get().await?;
-        let Conn { client, st } = pooled.conn();
+        let Conn { client, st } = pooled.conn()?;
         let tx = client.transaction().await?;
         let mut keys = vec![user_key(alias)];
         if let Work::Message { sender, .. } = work {
