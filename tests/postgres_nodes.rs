@@ -357,7 +357,8 @@ fn nodes_with_skewed_clocks_retry_a_refused_push_by_the_database_clock_and_deliv
     let skewed: Vec<(Proc, u16)> = ["+2d", "-3h"]
         .iter()
         .map(|shift| {
-            let args = ["-f", shift, common::BIN, "serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"];
+            let args =
+                ["-f", shift, common::BIN, "serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"];
             let mut node = Proc::start_program("faketime", &args);
             let port = ready(&mut node);
             (node, port)
