@@ -52,6 +52,8 @@ apt_install /usr/sbin/rpcbind rpcbind
 apt_install /usr/include/tirpc/rpc/rpc.h libtirpc-dev
 # tests/postgres.rs and the e2e suite start throwaway PostgreSQL clusters with these programs.
 apt_install '/usr/lib/postgresql/*/bin/initdb' postgresql
+# tests/postgres_nodes.rs runs shared nodes with skewed clocks under faketime.
+apt_install faketime faketime
 # The chat benchmark's test run compares with ngircd.
 apt_install /usr/sbin/ngircd ngircd
 # The chat's browser client test (bindings/python/tests/test_chat_web.py) drives headless Chromium.

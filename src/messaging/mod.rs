@@ -6,7 +6,8 @@
 //! - [`engine`]: requests <-> state, sans-IO ([`Engine`]): users, mailboxes, the delivery
 //!   scheduler. No sockets, no clock, no threads.
 //! - [`harness`]: an in-memory client/engine harness that runs every layer with no sockets.
-//! - [`store`]: the engine's state made durable in SQLite; [`pg`]: the same in PostgreSQL.
+//! - [`store`]: the engine's state made durable in SQLite; [`pg`]: the same in PostgreSQL;
+//!   [`pg_shared`]: N nodes answering from one PostgreSQL database.
 //! - [`server`]: state <-> sockets, the tokio server that drives the engine.
 //! - [`client`]: async and blocking clients and listeners.
 //! - [`webservice`]: the white-space normalizer of part 2 (SOAP and JSON), and its client.
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod files;
 pub mod harness;
 pub mod pg;
+pub mod pg_shared;
 pub mod rpclog;
 pub mod server;
 pub mod store;

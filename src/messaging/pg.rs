@@ -26,11 +26,14 @@ use crate::messaging::store::StoreError;
 
 /// The key of the advisory lock held while migrating (any value; it names cartero's schema).
 const MIGRATION_LOCK: i64 = 0x6361_7274_6572_6f01;
-/// The key of the advisory lock the owning server holds for as long as it runs.
-const OWNER_LOCK: i64 = 0x6361_7274_6572_6f02;
+/// The key of the advisory lock the owning server holds for as long as it runs: exclusive for
+/// a single server, shared by the nodes of [`pg_shared`](super::pg_shared), so that neither
+/// kind starts while the other runs.
+pub(crate) const OWNER_LOCK: i64 = 0x6361_7274_6572_6f02;
 
 /// The schema, one step per version; a database at version `n` gets steps `n+1..`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE cartero_users (
         alias bytea PRIMARY KEY, uid bigint NOT NULL UNIQUE, full_name bytea NOT NULL, birth_date bytea,
         last_id bigint NOT NULL, conn_ip text, conn_port integer, conn_order bigint
@@ -46,7 +49,29 @@ const MIGRATIONS: &[&str] = &["
         seq bigserial PRIMARY KEY, alias bytea NOT NULL, uid bigint NOT NULL, id bigint NOT NULL, file bytea
     );
     CREATE INDEX cartero_acks_by_alias ON cartero_acks (alias, seq);
-"];
+",
+    "
+    ALTER TABLE cartero_users ADD COLUMN conn_at timestamptz;
+    CREATE INDEX cartero_messages_by_sender ON cartero_messages (sender);
+",
+];
+
+/// The statements that write the engine's changes, shared with the N-node path of
+/// [`pg_shared`](super::pg_shared). `conn_at` is the database's clock, never a node's.
+pub(crate) mod sql {
+    pub(crate) const REGISTER: &str = "INSERT INTO cartero_users (alias, uid, full_name, birth_date, last_id) \
+         VALUES ($1, nextval('cartero_uids'), $2, $3, 0)";
+    pub(crate) const UNREGISTER_USER: &str = "DELETE FROM cartero_users WHERE alias = $1";
+    pub(crate) const UNREGISTER_MESSAGES: &str = "DELETE FROM cartero_messages WHERE recipient = $1";
+    pub(crate) const DROP_ACKS: &str = "DELETE FROM cartero_acks WHERE alias = $1";
+    pub(crate) const CONNECT: &str = "UPDATE cartero_users SET conn_ip = $1, conn_port = $2, \
+         conn_order = nextval('cartero_conn_orders'), conn_at = now() WHERE alias = $3";
+    pub(crate) const DISCONNECT: &str =
+        "UPDATE cartero_users SET conn_ip = NULL, conn_port = NULL, conn_order = NULL, conn_at = NULL WHERE alias = $1";
+    pub(crate) const STORE: &str = "INSERT INTO cartero_messages (recipient, sender, id, body, file, sender_uid) \
+         VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT uid FROM cartero_users WHERE alias = $2), 0))";
+    pub(crate) const LAST_ID: &str = "UPDATE cartero_users SET last_id = $1 WHERE alias = $2";
+}
 
 /// The statements a commit runs, prepared once per connection.
 struct Prepared {
@@ -72,7 +97,7 @@ pub struct PgStore {
 }
 
 /// `user@host:port/dbname` of a connection string, without its password.
-fn describe(config: &Config) -> String {
+pub(crate) fn describe(config: &Config) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -317,24 +342,14 @@ pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
 
 fn prepare(client: &mut Client) -> Result<Prepared, postgres::Error> {
     Ok(Prepared {
-        register: client.prepare(
-            "INSERT INTO cartero_users (alias, uid, full_name, birth_date, last_id) \
-             VALUES ($1, nextval('cartero_uids'), $2, $3, 0)",
-        )?,
-        unregister_user: client.prepare("DELETE FROM cartero_users WHERE alias = $1")?,
-        unregister_messages: client.prepare("DELETE FROM cartero_messages WHERE recipient = $1")?,
-        drop_acks: client.prepare("DELETE FROM cartero_acks WHERE alias = $1")?,
-        connect: client.prepare(
-            "UPDATE cartero_users SET conn_ip = $1, conn_port = $2, conn_order = nextval('cartero_conn_orders') \
-             WHERE alias = $3",
-        )?,
-        disconnect: client
-            .prepare("UPDATE cartero_users SET conn_ip = NULL, conn_port = NULL, conn_order = NULL WHERE alias = $1")?,
-        store: client.prepare(
-            "INSERT INTO cartero_messages (recipient, sender, id, body, file, sender_uid) \
-             VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT uid FROM cartero_users WHERE alias = $2), 0))",
-        )?,
-        last_id: client.prepare("UPDATE cartero_users SET last_id = $1 WHERE alias = $2")?,
+        register: client.prepare(sql::REGISTER)?,
+        unregister_user: client.prepare(sql::UNREGISTER_USER)?,
+        unregister_messages: client.prepare(sql::UNREGISTER_MESSAGES)?,
+        drop_acks: client.prepare(sql::DROP_ACKS)?,
+        connect: client.prepare(sql::CONNECT)?,
+        disconnect: client.prepare(sql::DISCONNECT)?,
+        store: client.prepare(sql::STORE)?,
+        last_id: client.prepare(sql::LAST_ID)?,
         remove: client.prepare(
             "DELETE FROM cartero_messages WHERE seq = \
              (SELECT MIN(seq) FROM cartero_messages WHERE recipient = $1 AND sender = $2 AND id = $3)",
@@ -350,12 +365,12 @@ fn prepare(client: &mut Client) -> Result<Prepared, postgres::Error> {
 }
 
 /// An id kept as bigint back to the protocol's u32 (values outside are not written by cartero).
-fn to_u32(v: i64) -> u32 {
+pub(crate) fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
 /// The database's own message when there is one (not just "db error").
-fn error_text(e: &postgres::Error) -> String {
+pub(crate) fn error_text(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {

@@ -40,6 +40,9 @@ pub enum Storage {
     /// In a PostgreSQL database (`postgres://user@host:port/db`), owned by this server while
     /// it runs: every reply of 0 is committed before it is sent.
     Postgres(String),
+    /// In a PostgreSQL database shared by N identical nodes ([`pg_shared`](super::pg_shared)):
+    /// each request is answered from the database, and committed before its reply.
+    Shared(crate::messaging::pg_shared::NodeConfig),
 }
 
 /// Why a server could not start.
@@ -133,6 +136,9 @@ struct Shared {
     committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The RPC log's reporter, when `log_rpc` is set.
     rpclog: Option<crate::messaging::rpclog::Reporter>,
+    /// The shared database's node, which answers requests and makes deliveries instead of
+    /// the engine (then empty) when the storage is [`Storage::Shared`].
+    node: Option<Arc<crate::messaging::pg_shared::Node>>,
     /// When each user's last CONNECT was answered, for the last [`CONNECT_RETRY_WINDOW`]
     /// (at most one entry per registered user).
     recent_connects: Mutex<HashMap<Bytes, Instant>>,
@@ -272,7 +278,17 @@ impl Server {
                     store: "postgres".into(),
                     detail: "the thread opening the database ended".into(),
                 })??;
-                Server::start(config, listener, engine, Some(store))
+                Server::start(config, listener, engine, Some(store), None)
+            }
+            Storage::Shared(node) => {
+                let listener = TcpListener::bind(config.bind)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+                let node = crate::messaging::pg_shared::Node::open(node, config.engine.clone(), config.wire.push_names)
+                    .await?;
+                tracing::info!("storage: {} shared with other nodes (each request answered from it)", node.name());
+                let engine = Engine::new(Server::engine_config(&config, false));
+                Server::start(config, listener, engine, None, Some(Arc::new(node)))
             }
         }
     }
@@ -301,7 +317,7 @@ impl Server {
                 (engine, Some(store))
             }
         };
-        Server::start(config, listener, engine, store)
+        Server::start(config, listener, engine, store, None)
     }
 
     fn start(
@@ -309,6 +325,7 @@ impl Server {
         listener: TcpListener,
         engine: Engine,
         store: Option<AnyStore>,
+        node: Option<Arc<crate::messaging::pg_shared::Node>>,
     ) -> Result<Server, ServerError> {
         let console = config.console.then(|| {
             let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
@@ -337,6 +354,7 @@ impl Server {
             ),
         };
         let shared = Arc::new(Shared {
+            node,
             rpclog,
             recent_connects: Mutex::new(HashMap::new()),
             engine: Mutex::new(engine),
@@ -384,6 +402,14 @@ impl Server {
         let connections = TaskTracker::new();
         let deliveries = TaskTracker::new();
         let dispatcher = tokio::spawn(dispatch(shared.clone(), deliveries.clone(), stop.clone()));
+        let node = shared.node.clone().map(|node| {
+            let printer = shared.clone();
+            let hooks = crate::messaging::pg_shared::Hooks {
+                print: Box::new(move |event| printer.print(event)),
+                stats: shared.stats.clone(),
+            };
+            tokio::spawn(node.run(hooks, shared.config.max_deliveries, stop.clone(), deliveries.clone()))
+        });
         let connection_slots = Arc::new(Semaphore::new(shared.config.max_connections.max(1)));
 
         tokio::pin!(shutdown);
@@ -409,6 +435,9 @@ impl Server {
         connections.wait().await;
         stop.cancel();
         let _ = dispatcher.await;
+        if let Some(node) = node {
+            let _ = node.await;
+        }
         deliveries.close();
         deliveries.wait().await;
         shared.close_store().await;
@@ -503,7 +532,11 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
     let mut hold = None;
     // The alias of a successful CONNECT: its reply time starts the retry window of SPEC 2.3.
     let mut connected = None;
+    // Users a shared node woke with this request: their pushes go once the reply is out.
+    let mut wake = Vec::new();
     let reply = match read_request(shared, &mut stream, deadline).await {
+        // The seam: on a shared database its node answers, not the (empty) engine.
+        Ok(request) if shared.node.is_some() => answer_on_node(shared, &request, peer_ip, &mut wake).await,
         Ok(request) => {
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             // Queued, never waited for: a slow or absent log service changes nothing here.
@@ -582,12 +615,36 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
     if let Some(alias) = connected {
         shared.connected_at(alias);
     }
+    if let Some(node) = shared.node.as_ref().filter(|_| !wake.is_empty()) {
+        node.wake(wake);
+    }
     // The pushes this request caused may go now that its reply is out.
     if let Some(hold) = hold {
         shared.engine().release(hold);
         shared.work.notify_one();
     }
     linger(&mut stream).await;
+}
+
+/// A request answered by the shared database's node ([`Storage::Shared`]): the reply's
+/// bytes; `wake` gets the users whose pushes may go once the reply is out.
+async fn answer_on_node(
+    shared: &Shared,
+    request: &Request,
+    peer_ip: IpAddr,
+    wake: &mut Vec<Bytes>,
+) -> Option<BytesMut> {
+    let node = shared.node.as_ref()?;
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(rpclog) = &shared.rpclog {
+        rpclog.report(crate::messaging::rpclog::LogEntry::of(request));
+    }
+    let answer = node.answer(peer_ip, request).await;
+    answer.events.iter().for_each(|event| shared.print(event));
+    *wake = answer.wake;
+    let mut bytes = BytesMut::new();
+    answer.reply.encode(shared.config.wire.codes, &mut bytes);
+    Some(bytes)
 }
 
 /// Ends a request connection gracefully: shut down our side, then read (and discard) what
@@ -703,7 +760,7 @@ const MAX_LISTENER_CHATTER: usize = 64 * 1024;
 
 /// One push, as SPEC 3 ends it: write, shut down our side, and read until the listener
 /// closes. A clean close is the proof of delivery; a reset is a failure.
-async fn push(addr: SocketAddr, bytes: Bytes) -> io::Result<()> {
+pub(crate) async fn push(addr: SocketAddr, bytes: Bytes) -> io::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     stream.write_all(&bytes).await?;

@@ -54,6 +54,11 @@ pub struct Args {
     /// emptied before each run.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// Also run N `--shared` nodes on the `--store` database, for each N listed (comma
+    /// separated, e.g. `1,2,3`): each node a server of this process with its own pool, each
+    /// SEND sent to the next node in turn, as DNS round-robin would.
+    #[arg(long, value_delimiter = ',', requires = "store")]
+    nodes: Vec<usize>,
     /// Also measure a restart: fill a store with this many pending messages, then time a
     /// `cartero serve` process from launch until it answers (0 skips it).
     #[arg(long, default_value_t = 0)]
@@ -114,7 +119,7 @@ pub fn run(args: Args) -> ExitCode {
             let run_dir = dir.join(format!("bench-{}-c{concurrency}", std::process::id()));
             let result = runtime.block_on(async {
                 match start_cartero(Storage::Sqlite(run_dir.clone())).await {
-                    Ok(addr) => run_load("durable", addr, &args, concurrency).await,
+                    Ok(addr) => run_load("durable", &[addr], &args, concurrency).await,
                     Err(e) => Err(format!("cannot start the durable server: {e}")),
                 }
             });
@@ -142,23 +147,29 @@ pub fn run(args: Args) -> ExitCode {
                 let running = tokio::spawn(server.run(async {
                     let _ = stopped.await;
                 }));
-                let result = run_load("postgres", addr, &args, concurrency).await;
+                let result = run_load("postgres", &[addr], &args, concurrency).await;
                 // Stopped, so that the next run's server may own the database.
                 drop(stop);
                 let _ = running.await;
                 result
             })
         });
+        let shared: Vec<(usize, Result<RunResult, String>)> = match &args.store {
+            Some(url) => {
+                args.nodes.iter().map(|&n| (n, runtime.block_on(run_shared(url, n, &args, concurrency)))).collect()
+            }
+            None => Vec::new(),
+        };
         let result = runtime.block_on(async {
             let cartero = match start_cartero(Storage::Memory).await {
-                Ok(addr) => run_load("cartero", addr, &args, concurrency).await,
+                Ok(addr) => run_load("cartero", &[addr], &args, concurrency).await,
                 Err(e) => Err(format!("cannot start the server: {e}")),
             };
             let baseline = if args.no_baseline {
                 None
             } else {
                 Some(match start_baseline().await {
-                    Ok(addr) => run_load("baseline", addr, &args, concurrency).await,
+                    Ok(addr) => run_load("baseline", &[addr], &args, concurrency).await,
                     Err(e) => Err(format!("cannot start the baseline: {e}")),
                 })
             };
@@ -192,6 +203,19 @@ pub fn run(args: Args) -> ExitCode {
                         failed = true;
                     }
                     None => {}
+                }
+                for (n, result) in shared {
+                    match result {
+                        Ok(p) => {
+                            failed |= p.errors > 0 || p.lost > 0 || p.duplicated > 0;
+                            let name = format!("cartero (shared, {})", crate::text::count(n as u64, "node"));
+                            table.row(&name, concurrency, &p, Some((c.ops_per_sec(), "memory")));
+                        }
+                        Err(e) => {
+                            eprintln!("cartero: {n} shared nodes at concurrency {concurrency}: {e}");
+                            failed = true;
+                        }
+                    }
                 }
                 match baseline {
                     Some(Ok(b)) => table.row("baseline", concurrency, &b, None),
@@ -281,7 +305,7 @@ impl Table {
         println!("- pushes/s: deliveries plus acknowledgements per second; SEND p50/p99: the SEND's round trip, in milliseconds");
         println!("- lost: answered with an id but never delivered or acknowledged; duplicated: pushed more than once");
         println!(
-            "- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable, postgres)"
+            "- rate compared: messages/s over the baseline's (memory) or over cartero in memory's (durable, postgres, shared)"
         );
     }
 }
@@ -296,8 +320,62 @@ async fn start_cartero(storage: Storage) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usize) -> Result<RunResult, String> {
-    let client = Client::new(server.ip().to_string(), server.port()).with_timeout(Duration::from_secs(10));
+/// `nodes` shared nodes on the emptied database at `url`, each SEND to the next in turn; the
+/// nodes are stopped before this returns.
+async fn run_shared(url: &str, nodes: usize, args: &Args, concurrency: usize) -> Result<RunResult, String> {
+    if nodes == 0 {
+        return Err("a run needs at least one node".into());
+    }
+    // The last run's nodes let go of the database a moment after they stop.
+    let mut tries = 0;
+    loop {
+        let url = url.to_string();
+        let reset = tokio::task::spawn_blocking(move || crate::messaging::pg::empty(&url))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match reset {
+            Ok(()) => break,
+            Err(e) if tries >= 25 => return Err(format!("cannot empty the database: {e}")),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut running = Vec::new();
+    for _ in 0..nodes {
+        let config = ServerConfig {
+            bind: SocketAddr::new(LOOPBACK, 0),
+            storage: Storage::Shared(crate::messaging::pg_shared::NodeConfig::new(url)),
+            max_connections: 4096,
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(config).await.map_err(|e| format!("cannot start a node: {e}"))?;
+        addrs.push(server.local_addr().map_err(|e| e.to_string())?);
+        let mut stopped = stopped.clone();
+        running.push(tokio::spawn(server.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })));
+    }
+    let name = format!("shared x{nodes}");
+    let result = run_load(&name, &addrs, args, concurrency).await;
+    let _ = stop.send(true);
+    for r in running {
+        let _ = r.await;
+    }
+    result
+}
+
+/// The load, against one server or, for shared nodes, against each of `servers` in turn.
+async fn run_load(name: &str, servers: &[SocketAddr], args: &Args, concurrency: usize) -> Result<RunResult, String> {
+    let clients: Vec<Client> = servers
+        .iter()
+        .map(|s| Client::new(s.ip().to_string(), s.port()).with_timeout(Duration::from_secs(10)))
+        .collect();
+    let Some(client) = clients.first().cloned() else { return Err("no server to load".into()) };
     let received = Arc::new(Received::default());
     let aliases: Vec<String> = (0..args.users).map(|i| format!("u{i}")).collect();
     let index: Arc<HashMap<Bytes, usize>> =
@@ -342,8 +420,8 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
     let progress = spawn_progress(name, concurrency, args.messages, sent_ok.clone(), errors.clone(), received.clone());
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, aliases, tickets, errors, sent_ok, expected) =
-            (client.clone(), aliases.clone(), tickets.clone(), errors.clone(), sent_ok.clone(), expected.clone());
+        let (clients, aliases, tickets, errors, sent_ok, expected) =
+            (clients.clone(), aliases.clone(), tickets.clone(), errors.clone(), sent_ok.clone(), expected.clone());
         let (messages, users) = (args.messages, args.users);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -355,7 +433,7 @@ async fn run_load(name: &str, server: SocketAddr, args: &Args, concurrency: usiz
                 let sender = k % users;
                 let recipient = (sender + 1 + (k / users) % (users - 1)) % users;
                 let t = Instant::now();
-                match client
+                match clients[k % clients.len()]
                     .send(&aliases[sender], &aliases[recipient], "benchmark message of a typical size, sixty bytes")
                     .await
                 {

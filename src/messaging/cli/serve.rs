@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::messaging::engine::EngineConfig;
+use crate::messaging::pg_shared::NodeConfig;
 use crate::messaging::server::{Server, ServerConfig, Storage};
 use crate::messaging::wire::{CodeEncoding, Course, PushNames, WireSettings};
 
@@ -61,6 +62,18 @@ pub struct Args {
     /// (its tables are created or migrated at start; one server owns a database at a time).
     #[arg(long, value_name = "URL", conflicts_with_all = ["memory", "data"])]
     store: Option<String>,
+    /// Share the `--store` database with other `cartero serve --shared` nodes (behind DNS
+    /// round-robin or any TCP balancer): each request is answered from the database, and any
+    /// node may make any delivery (docs/scaling.md).
+    #[arg(long, requires = "store")]
+    shared: bool,
+    /// Database connections of a shared node for requests and deliveries (one more holds its
+    /// leases); a request finding none free within `--pool-wait` is answered "any other error".
+    #[arg(long, default_value_t = 8, requires = "shared")]
+    pool: usize,
+    /// How long a request of a shared node waits for a free database connection.
+    #[arg(long, default_value = "2s", value_parser = crate::cli::common::duration, requires = "shared")]
+    pool_wait: Duration,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -73,7 +86,14 @@ pub fn run(args: Args) -> ExitCode {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
     }
-    let storage = if let Some(url) = args.store {
+    let storage = if let (Some(url), true) = (&args.store, args.shared) {
+        Storage::Shared(NodeConfig {
+            pool: args.pool,
+            pool_wait: args.pool_wait,
+            statement_timeout: args.request_timeout,
+            ..NodeConfig::new(url.clone())
+        })
+    } else if let Some(url) = args.store {
         Storage::Postgres(url)
     } else if args.memory {
         Storage::Memory
