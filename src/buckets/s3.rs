@@ -140,32 +140,40 @@ fn s3_code(text: &str) -> Option<&str> {
 fn remote(e: object_store::Error) -> StoreError {
     let text = chain(&e);
     let code = s3_code(&text).map(str::to_owned);
-    let connect = {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        let mut found = false;
-        while let Some(s) = source {
-            if let Some(http) = s.downcast_ref::<object_store::client::HttpError>() {
-                found |= matches!(
-                    http.kind(),
-                    object_store::client::HttpErrorKind::Connect | object_store::client::HttpErrorKind::Timeout
-                );
-            }
-            source = s.source();
+    // A request that got no answer (refused, reset, timed out), and its deepest cause.
+    let (mut lost, mut cause) = (false, String::new());
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(http) = s.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as Kind;
+            lost |= matches!(http.kind(), Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted);
         }
-        found
-    };
+        cause = s.to_string();
+        source = s.source();
+    }
     match (&e, code.as_deref()) {
         (_, Some("NoSuchBucket")) => StoreError::NoS3Bucket,
         (_, Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequests")) => {
             StoreError::Throttled
         }
+        (
+            _,
+            Some(
+                code @ ("AccessDenied"
+                | "SignatureDoesNotMatch"
+                | "InvalidAccessKeyId"
+                | "InvalidToken"
+                | "ExpiredToken"
+                | "InvalidSecurity"),
+            ),
+        ) => StoreError::Denied(code.to_owned()),
         (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }, code) => {
             StoreError::Denied(code.unwrap_or("403").to_owned())
         }
         _ if text.contains("503 Service Unavailable") || text.contains("429 Too Many Requests") => {
             StoreError::Throttled
         }
-        _ if connect => StoreError::Unreachable(short(&text)),
+        _ if lost => StoreError::Unreachable(short(&cause)),
         (_, Some(code)) => StoreError::Remote(code.to_owned()),
         _ => StoreError::Remote(short(&text)),
     }
@@ -250,38 +258,42 @@ fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A client of the store of `config`, credentials and region from the `AWS_*` environment
+/// variables (no request yet).
+pub(crate) fn client(config: &S3Config) -> Result<AmazonS3, StoreError> {
+    install_crypto();
+    let options =
+        ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout_disabled().with_allow_http(true);
+    let retry = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: config.retries,
+        retry_timeout: Duration::from_secs(30),
+    };
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&config.bucket)
+        .with_client_options(options)
+        .with_retry(retry)
+        .with_conditional_put(if config.conditional_put {
+            S3ConditionalPut::ETagMatch
+        } else {
+            S3ConditionalPut::Disabled
+        });
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.with_endpoint(endpoint).with_allow_http(true);
+    }
+    builder.build().map_err(|e| StoreError::Config(short(&chain(&e))))
+}
+
 impl S3Backend {
     /// Connects to the store (credentials and region from the `AWS_*` environment variables)
     /// and lists the prefix once, so that an unreachable store, refused credentials or a
     /// missing S3 bucket are known at once.
     pub async fn open(config: &S3Config) -> Result<S3Backend, StoreError> {
-        install_crypto();
-        let options = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout_disabled()
-            .with_allow_http(true);
-        let retry = RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(2),
-                base: 2.0,
-            },
-            max_retries: config.retries,
-            retry_timeout: Duration::from_secs(30),
-        };
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&config.bucket)
-            .with_client_options(options)
-            .with_retry(retry)
-            .with_conditional_put(if config.conditional_put {
-                S3ConditionalPut::ETagMatch
-            } else {
-                S3ConditionalPut::Disabled
-            });
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder.with_endpoint(endpoint).with_allow_http(true);
-        }
-        let store = builder.build().map_err(|e| StoreError::Config(short(&chain(&e))))?;
+        let store = client(config)?;
         let prefix = Path::from_iter(config.prefix.split('/').filter(|s| !s.is_empty()));
         let at = match &config.endpoint {
             Some(endpoint) => format!(" at {endpoint}"),
