@@ -212,7 +212,7 @@ fn a_node_killed_mid_upload_leaves_no_partial_object() {
     }
     assert_eq!(files(other, Some("b")), ["b keep 3"]);
     assert_eq!(download(other, "b", "keep"), b"old");
-    assert_eq!(weed.keys(&bucket, ""), [format!("b/.bucket"), "b/keep".to_owned()]);
+    assert_eq!(weed.keys(&bucket, ""), ["b/.bucket", "b/keep"]);
 }
 
 #[test]
@@ -228,7 +228,8 @@ fn start_faults_are_one_line() {
         [("AWS_ACCESS_KEY_ID", weed::ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", "wrong"), ("AWS_REGION", "us-east-1")];
     let unknown = [("AWS_ACCESS_KEY_ID", "nobody"), ("AWS_SECRET_ACCESS_KEY", "x"), ("AWS_REGION", "us-east-1")];
     let url = format!("s3://{bucket}");
-    let cases: Vec<(String, String, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (String, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (closed, url.clone(), weed.env(), "the object store is unreachable"),
         (weed.endpoint.clone(), url.clone(), wrong.to_vec(), "refused the credentials"),
         (weed.endpoint.clone(), url.clone(), unknown.to_vec(), "refused the credentials"),
