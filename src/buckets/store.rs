@@ -134,6 +134,18 @@ pub enum StoreError {
     TooDeep,
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the object store's S3 bucket does not exist")]
+    NoS3Bucket,
+    #[error("the object store refused the credentials ({0}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    Denied(String),
+    #[error("the object store is throttling requests: try again later")]
+    Throttled,
+    #[error("the object store is unreachable: {0}")]
+    Unreachable(String),
+    #[error("object store error: {0}")]
+    Remote(String),
+    #[error("bad object store settings: {0}")]
+    Config(String),
 }
 
 impl StoreError {

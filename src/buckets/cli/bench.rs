@@ -7,6 +7,10 @@
 //! through a 64 KiB buffer on a thread per connection. Both are driven by the same raw
 //! clients. cartero runs as its own process (`cartero buckets serve`), so its memory can be
 //! sampled while the big file goes through.
+//!
+//! With `--s3 s3://S3BUCKET[/PREFIX]` it times the S3 backend instead: cartero on the object
+//! store, the same load sent to the store directly through `object_store` (the same part size
+//! and parts in flight as cartero's), and cartero on a directory.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bench::rss_bytes;
+use crate::buckets::s3::{S3Config, PART};
 
 const BUFFER: usize = 64 * 1024;
 const SMALL: usize = 4096;
@@ -35,6 +40,13 @@ pub struct Args {
     /// Where the files go (a temporary directory inside it, removed at the end).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// Time the S3 backend on this object store (credentials from the AWS_* variables):
+    /// cartero on it, the store driven directly, and cartero on a directory.
+    #[arg(long, value_name = "s3://S3BUCKET[/PREFIX]")]
+    s3: Option<String>,
+    /// The object store's URL for --s3 (http:// allowed).
+    #[arg(long, value_name = "URL", requires = "s3")]
+    endpoint: Option<String>,
 }
 
 /// Which server a client talks to, and so how it frames an upload or a download.
@@ -55,13 +67,16 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn bench(args: &Args) -> Result<(), String> {
+    if let Some(url) = &args.s3 {
+        return bench_s3(args, url);
+    }
     let work = WorkDir::new(&args.dir)?;
     let source = work.path().join("source");
     write_source(&source, args.size).map_err(|e| format!("cannot write the source file: {e}"))?;
     let baseline_root = work.path().join("baseline");
     std::fs::create_dir(&baseline_root).map_err(|e| e.to_string())?;
     let baseline = start_baseline(baseline_root).map_err(|e| format!("cannot start the baseline: {e}"))?;
-    let mut server = CarteroServer::start(&work.path().join("cartero"))?;
+    let mut server = CarteroServer::start(&dir_args(&work.path().join("cartero")))?;
     let cartero = server.addr;
     let rt = |kind: Kind| match kind {
         Kind::Cartero => cartero,
@@ -368,19 +383,30 @@ struct CarteroServer {
     addr: SocketAddr,
 }
 
+fn dir_args(root: &Path) -> Vec<std::ffi::OsString> {
+    vec!["--root".into(), root.into()]
+}
+
 impl CarteroServer {
-    fn start(root: &Path) -> Result<CarteroServer, String> {
+    /// `cartero buckets serve` with `store` (`--root DIR`, `--backend URL ...`).
+    fn start(store: &[std::ffi::OsString]) -> Result<CarteroServer, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
-            .args(["buckets", "serve", "-p", "0", "--bind", "127.0.0.1", "--max-file-size", "1T", "--root"])
-            .arg(root)
+            .args(["buckets", "serve", "-p", "0", "--bind", "127.0.0.1", "--max-file-size", "1T"])
+            .args(store)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start cartero buckets serve: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).ok_or("the server printed no start line")?;
+        let Some(first) = lines.next().and_then(Result::ok) else {
+            let mut why = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut why);
+            }
+            return Err(format!("the server did not start: {}", why.trim()));
+        };
         let addr = first
             .strip_prefix("s> init server ")
             .and_then(|a| a.parse().ok())
@@ -430,5 +456,196 @@ impl RssSampler {
     fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or(0)
+    }
+}
+
+/// `--s3`: cartero on the object store, the store directly, cartero on a directory.
+fn bench_s3(args: &Args, url: &str) -> Result<(), String> {
+    let config = S3Config::parse(url, args.endpoint.clone()).map_err(|e| e.to_string())?;
+    let work = WorkDir::new(&args.dir)?;
+    let source = work.path().join("source");
+    write_source(&source, args.size).map_err(|e| format!("cannot write the source file: {e}"))?;
+    let direct = Direct::new(&config)?;
+    let mut s3_args: Vec<std::ffi::OsString> = vec!["--backend".into(), url.into()];
+    if let Some(endpoint) = &args.endpoint {
+        s3_args.extend(["--endpoint".into(), endpoint.into()]);
+    }
+    let mut on_s3 = CarteroServer::start(&s3_args)?;
+    let mut on_dir = CarteroServer::start(&dir_args(&work.path().join("cartero")))?;
+    for addr in [on_s3.addr, on_dir.addr] {
+        let mut c = connect(addr)?;
+        c.write_all(b"CREATE_B bench\n").map_err(|e| e.to_string())?;
+        expect_line(&mut BufReader::new(&c), "300 BCS").map_err(|e| format!("{e} (remove the bench bucket)"))?;
+    }
+    let where_ = args.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default();
+    println!(
+        "buckets bench, S3 backend on {url}{where_}: one file of {} MiB, {} uploads of 4 KiB per concurrency",
+        args.size >> 20,
+        args.small_ops
+    );
+    println!("{:<32} {:>12} {:>12} {:>8} {:>12}", "", "cartero-s3", "S3 direct", "ratio", "cartero-dir");
+    let rss_before = rss_bytes(on_s3.pid())?;
+    let sampler = RssSampler::start(on_s3.pid());
+    let timed = |work: &mut dyn FnMut() -> Result<(), String>| -> Result<f64, String> {
+        let started = Instant::now();
+        work()?;
+        Ok(started.elapsed().as_secs_f64().max(1e-9))
+    };
+    let secs = [
+        timed(&mut || upload_file(Kind::Cartero, on_s3.addr, &source, args.size, "big"))?,
+        timed(&mut || direct.upload_file(&source, args.size))?,
+        timed(&mut || upload_file(Kind::Cartero, on_dir.addr, &source, args.size, "big"))?,
+    ];
+    row_s3("upload, one file, MB/s", secs.map(|s| args.size as f64 / 1e6 / s));
+    let secs = [
+        timed(&mut || download_file(Kind::Cartero, on_s3.addr, "big", args.size))?,
+        timed(&mut || direct.download_file(args.size))?,
+        timed(&mut || download_file(Kind::Cartero, on_dir.addr, "big", args.size))?,
+    ];
+    row_s3("download, one file, MB/s", secs.map(|s| args.size as f64 / 1e6 / s));
+    let peak = sampler.stop();
+    for &n in &args.concurrency {
+        let n = n.max(1);
+        let secs = [
+            timed(&mut || small_uploads(Kind::Cartero, on_s3.addr, n, args.small_ops))?,
+            timed(&mut || direct.small_uploads(n, args.small_ops))?,
+            timed(&mut || small_uploads(Kind::Cartero, on_dir.addr, n, args.small_ops))?,
+        ];
+        row_s3(&format!("4 KiB uploads/s, concurrency {n}"), secs.map(|s| args.small_ops as f64 / s));
+    }
+    println!(
+        "cartero-s3 server RSS: {:.1} MiB before the big transfers, {:.1} MiB at most during them (growth {:.1} MiB)",
+        mib(rss_before),
+        mib(peak.max(rss_before)),
+        mib(peak.saturating_sub(rss_before))
+    );
+    let mut c = connect(on_s3.addr)?;
+    c.write_all(b"DELETE_B bench\n").map_err(|e| e.to_string())?;
+    expect_line(&mut BufReader::new(&c), "600 DBS")?;
+    direct.clean()?;
+    on_s3.stop();
+    on_dir.stop();
+    Ok(())
+}
+
+fn row_s3(what: &str, [s3, direct, dir]: [f64; 3]) {
+    let ratio = if direct > 0.0 { s3 / direct * 100.0 } else { 0.0 };
+    println!("{what:<32} {s3:>12.1} {direct:>12.1} {ratio:>7.0}% {dir:>12.1}");
+}
+
+/// The object store driven directly, under `<prefix>/bench-direct-<pid>/`.
+struct Direct {
+    store: Arc<object_store::aws::AmazonS3>,
+    base: object_store::path::Path,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Direct {
+    fn new(config: &S3Config) -> Result<Direct, String> {
+        let store = crate::buckets::s3::client(config).map_err(|e| e.to_string())?;
+        let prefix = config.prefix.split('/').filter(|s| !s.is_empty());
+        let base = object_store::path::Path::from_iter(prefix).join(format!("bench-direct-{}", std::process::id()));
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+        Ok(Direct { store: Arc::new(store), base, runtime })
+    }
+
+    /// As cartero does: one PUT up to a part, else parts of [`PART`] with one in flight
+    /// while the next is read.
+    fn upload_file(&self, source: &Path, size: u64) -> Result<(), String> {
+        use object_store::ObjectStoreExt;
+        let path = self.base.clone().join("big");
+        let mut file = std::fs::File::open(source).map_err(|e| e.to_string())?;
+        self.runtime.block_on(async {
+            let part = |file: &mut std::fs::File| -> Result<Vec<u8>, String> {
+                let mut buf = Vec::with_capacity(PART);
+                Read::by_ref(file).take(PART as u64).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+                Ok(buf)
+            };
+            if size <= PART as u64 {
+                let body = part(&mut file)?;
+                self.store.put(&path, body.into()).await.map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+            let mut upload = self.store.put_multipart(&path).await.map_err(|e| e.to_string())?;
+            let mut in_flight: Option<tokio::task::JoinHandle<object_store::Result<()>>> = None;
+            loop {
+                let body = part(&mut file)?;
+                if body.is_empty() {
+                    break;
+                }
+                if let Some(previous) = in_flight.take() {
+                    previous.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+                }
+                in_flight = Some(tokio::spawn(upload.put_part(bytes::Bytes::from(body).into())));
+            }
+            if let Some(previous) = in_flight.take() {
+                previous.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            }
+            upload.complete().await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    }
+
+    fn download_file(&self, size: u64) -> Result<(), String> {
+        use futures_util::StreamExt;
+        use object_store::ObjectStoreExt;
+        self.runtime.block_on(async {
+            let got = self.store.get(&self.base.clone().join("big")).await.map_err(|e| e.to_string())?;
+            let mut chunks = got.into_stream();
+            let mut total = 0u64;
+            while let Some(chunk) = chunks.next().await {
+                total += chunk.map_err(|e| e.to_string())?.len() as u64;
+            }
+            if total != size {
+                return Err(format!("the direct download gave {total} bytes, not {size}"));
+            }
+            Ok(())
+        })
+    }
+
+    fn small_uploads(&self, workers: usize, ops: usize) -> Result<(), String> {
+        use object_store::ObjectStoreExt;
+        let next = Arc::new(AtomicUsize::new(0));
+        self.runtime.block_on(async {
+            let tasks: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (store, base, next) = (self.store.clone(), self.base.clone(), next.clone());
+                    tokio::spawn(async move {
+                        let body = bytes::Bytes::from(vec![w as u8; SMALL]);
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= ops {
+                                return Ok::<(), String>(());
+                            }
+                            let path = base.clone().join(format!("s{w}-{}", i % 64));
+                            store.put(&path, body.clone().into()).await.map_err(|e| e.to_string())?;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.map_err(|e| e.to_string())??;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes what the direct runs wrote.
+    fn clean(&self) -> Result<(), String> {
+        use futures_util::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        self.runtime.block_on(async {
+            let paths: Vec<_> = self
+                .store
+                .list(Some(&self.base))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            for p in paths {
+                self.store.delete(&p).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
     }
 }
