@@ -8,7 +8,7 @@
 //! limits, without slowing anyone else. Legacy connections get one message per write, at
 //! least `legacy_gap` apart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +26,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::codec::{Frame, LineCodec};
-use crate::chat::engine::{Append, ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+use crate::chat::engine::{Append, ConnId, ConnMap, Engine, Leave, Limits, LogEvent, Mode, Output};
 use crate::chat::limits::{Limiter, Rate};
 use crate::chat::store::{Committer, Store, StoreError};
 use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
@@ -129,7 +129,7 @@ struct Shared {
 /// The engine and the queues it writes to, under one lock.
 struct Hub {
     engine: Engine,
-    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    outboxes: ConnMap<Arc<Outbox>>,
     console: Option<SyncSender<String>>,
     stats: Arc<Stats>,
     max_bytes: usize,
@@ -454,7 +454,7 @@ impl Server {
         }
         let hub = Hub {
             engine,
-            outboxes: HashMap::new(),
+            outboxes: ConnMap::default(),
             console,
             stats: stats.clone(),
             max_bytes: config.max_queued_bytes,
