@@ -23,6 +23,32 @@ use crate::chat::wire::{self, check_name, check_room, parse_request, Code, Parse
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+/// Hashes a [`ConnId`] with one multiplication. The maps of connections are looked up once
+/// per recipient of every broadcast and user list; the ids are the server's own sequence
+/// numbers (no one can choose them to collide), so SipHash's protection buys nothing there.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct ConnIdHasher(u64);
+
+impl std::hash::Hasher for ConnIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the low bits spread sequential ids, the high bits are mixed.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by connection, with [`ConnIdHasher`].
+pub(crate) type ConnMap<V> = HashMap<ConnId, V, std::hash::BuildHasherDefault<ConnIdHasher>>;
+
 /// How a connection frames its messages (SPEC-chat 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -248,7 +274,7 @@ impl History {
 /// outputs waiting.
 #[derive(Default)]
 pub struct Engine {
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnMap<Conn>,
     names: HashMap<String, ConnId>,
     /// Joined users by order of joining.
     joined: BTreeMap<u64, ConnId>,

@@ -11,7 +11,7 @@
 //! With [`ServerConfig::tls`], a second port serves the same chat over TLS: its connections
 //! are handled by the same code after the handshake, so users on either port see each other.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -33,7 +33,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::codec::{Frame, LineCodec};
-use crate::chat::engine::{Append, ConnId, Engine, Leave, Limits, LogEvent, Mode, Output};
+use crate::chat::engine::{Append, ConnId, ConnMap, Engine, Leave, Limits, LogEvent, Mode, Output};
 use crate::chat::limits::{Limiter, Rate};
 use crate::chat::store::{Committer, Store, StoreError};
 use crate::chat::tls::{TlsPort, TEXT_TLS_EXPECTED};
@@ -143,7 +143,7 @@ pub(super) struct Shared {
 /// The engine and the queues it writes to, under one lock.
 pub(super) struct Hub {
     pub(super) engine: Engine,
-    pub(super) outboxes: HashMap<ConnId, Arc<Outbox>>,
+    pub(super) outboxes: ConnMap<Arc<Outbox>>,
     console: Option<SyncSender<String>>,
     stats: Arc<Stats>,
     max_bytes: usize,
@@ -496,7 +496,7 @@ impl Server {
         }
         let hub = Hub {
             engine,
-            outboxes: HashMap::new(),
+            outboxes: ConnMap::default(),
             console,
             stats: stats.clone(),
             max_bytes: config.max_queued_bytes,

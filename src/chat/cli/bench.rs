@@ -5,9 +5,17 @@
 //!
 //! For each server: N users connect and join, then K of them broadcast at a fixed total rate,
 //! then as fast as a window of messages in flight allows (user 0, who never sends, sees every
-//! broadcast and paces the senders). Each run reports deliveries per second (one broadcast
-//! reaching one user is one delivery) and end-to-end latency percentiles. Then the resident
-//! memory each idle connection costs the server. Everything is bounded in count and time.
+//! broadcast and paces the senders). Each run reports the connections the server held,
+//! deliveries per second (one broadcast reaching one user is one delivery) and end-to-end
+//! latency percentiles; `--users 1000,10000` does it all for each count. Then the resident
+//! memory each idle connection costs the server, and its whole RSS. cartero runs with
+//! `--memory` (no disk in the path) and without per-address limits (every user is
+//! 127.0.0.1). Everything is bounded in count and time.
+//!
+//! The relay runs as a child process too (`cartero chat bench --serve-relay`, hidden), so each
+//! process holds one file descriptor per user: `--users N` needs an open-file limit of about
+//! N + 256 (and each `--idle` count n + 256). The bench raises its own limit, the hard one too
+//! when it may (root), its servers inherit it, and it says so when that is not enough.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -25,9 +33,9 @@ use crate::bench::{percentile_ms, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Connected users.
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
+    /// Connected users (comma separated: every run for each count).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize])]
+    users: Vec<usize>,
     /// Users who broadcast (user 0 never does).
     #[arg(long, default_value_t = 100)]
     senders: usize,
@@ -43,14 +51,23 @@ pub struct Args {
     /// Idle connections to measure memory with (comma separated; empty for none).
     #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10000])]
     idle: Vec<usize>,
+    /// Also run cartero with durable history (`--data` in a temporary directory).
+    #[arg(long)]
+    durable: bool,
     /// Leave ngircd out (it is also left out, with a note, when it is not installed).
     #[arg(long)]
     no_ngircd: bool,
+    /// Be the baseline relay: print `relay ADDR`, serve until standard input ends (the bench
+    /// runs its relay so, in a child process of its own, as the other servers).
+    #[arg(long, hide = true)]
+    serve_relay: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Cartero,
+    /// cartero with `--data`: every message stored in SQLite before it is forwarded.
+    CarteroDurable,
     Relay,
     Ngircd,
 }
@@ -59,6 +76,7 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Cartero => "cartero chat serve",
+            Kind::CarteroDurable => "cartero --data",
             Kind::Relay => "baseline relay",
             Kind::Ngircd => "ngircd",
         }
@@ -92,6 +110,8 @@ impl Drop for TempDir {
 
 /// What one run measured.
 struct RunResult {
+    /// Users connected and joined when the run ended.
+    held: u64,
     /// Deliveries while the senders were sending.
     delivered: u64,
     /// Deliveries by the end of the run, and how many there should have been.
@@ -101,13 +121,45 @@ struct RunResult {
     latencies_us: Vec<u32>,
 }
 
-pub fn run(args: Args) -> ExitCode {
-    if let Err(e) = rlimit::increase_nofile_limit(65_536) {
-        eprintln!("cartero: cannot raise the file descriptor limit: {e}");
+/// Raises the open-file limit to `need` (the hard limit too, when allowed); returns the
+/// soft limit now in force.
+fn raise_fd_limit(need: u64) -> u64 {
+    use rlimit::Resource;
+    if let Ok((soft, hard)) = rlimit::getrlimit(Resource::NOFILE) {
+        if soft >= need {
+            return soft;
+        }
+        if hard < need {
+            // Allowed as root (CAP_SYS_RESOURCE); otherwise the soft limit goes up to the hard one.
+            let _ = rlimit::setrlimit(Resource::NOFILE, need, need);
+        }
     }
-    if args.users < 2 || args.senders == 0 || args.senders >= args.users {
-        eprintln!("cartero: need at least 2 users and 1 to users-1 senders");
+    match rlimit::increase_nofile_limit(need) {
+        Ok(soft) => soft,
+        Err(e) => {
+            eprintln!("cartero: cannot raise the file descriptor limit: {e}");
+            rlimit::getrlimit(Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    }
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if args.serve_relay {
+        return serve_relay(args.users.iter().copied().max().unwrap_or(0) as u64 + 256);
+    }
+    if args.users.is_empty() || args.users.iter().any(|&n| n < 2 || args.senders >= n) || args.senders == 0 {
+        eprintln!("cartero: need at least 2 users and 1 to users-1 senders for every user count");
         return ExitCode::FAILURE;
+    }
+    let most_users = args.users.iter().copied().max().unwrap_or(0) as u64;
+    let most_idle = args.idle.iter().copied().max().unwrap_or(0) as u64;
+    let need = most_users.max(most_idle) + 256;
+    let limit = raise_fd_limit(need);
+    if limit < need {
+        eprintln!(
+            "cartero: the open-file limit is {limit}; {most_users} users need about {need}; raise it \
+             (ulimit -n) or expect refused connections"
+        );
     }
     let runtime = match crate::cli::common::runtime() {
         Ok(rt) => rt,
@@ -119,44 +171,55 @@ pub fn run(args: Args) -> ExitCode {
     }
     runtime.block_on(async {
         println!(
-            "chat bench on 127.0.0.1: {} users, {} senders, {:?} per run; a delivery is one broadcast reaching one user",
-            args.users, args.senders, args.duration
+            "chat bench on 127.0.0.1: {} senders, {:?} per run, open-file limit {limit}; a delivery is one \
+             broadcast reaching one user; cartero with --memory",
+            args.senders, args.duration
         );
-        println!("{:<20} {:<22} {:>14} {:>9} {:>9} {:>8} {:>12}", "server", "run", "deliveries/s", "p50 ms", "p99 ms", "lost", "RSS/user");
+        println!(
+            "{:<20} {:>6} {:<22} {:>6} {:>14} {:>9} {:>9} {:>8} {:>12}",
+            "server", "users", "run", "held", "deliveries/s", "p50 ms", "p99 ms", "lost", "RSS/user"
+        );
         let mut kinds = vec![Kind::Cartero, Kind::Relay];
+        if args.durable {
+            kinds.insert(1, Kind::CarteroDurable);
+        }
         if ngircd {
             kinds.push(Kind::Ngircd);
         }
         let mut failed = false;
-        for kind in kinds {
-            if let Err(e) = bench_one(kind, &args).await {
-                eprintln!("cartero: {}: {e}", kind.label());
-                failed = true;
+        for &users in &args.users {
+            for &kind in &kinds {
+                if let Err(e) = bench_one(kind, &args, users).await {
+                    eprintln!("cartero: {} with {users} users: {e}", kind.label());
+                    failed = true;
+                }
             }
         }
         let idle: Vec<usize> = args.idle.iter().copied().filter(|n| *n > 0).collect();
         if !idle.is_empty() {
             println!();
-            let header: Vec<String> = idle.iter().map(|n| format!("{n} idle")).collect();
-            println!("memory per idle connection (server RSS growth / connections)");
-            println!("{:<20} {}", "server", header.iter().map(|h| format!("{h:>14}")).collect::<String>());
-            let mut kinds = vec![Kind::Cartero];
+            println!("idle connections");
+            println!("{:<20} {:>6} {:>6} {:>14} {:>14}", "server", "idle", "held", "RSS/conn", "RSS total");
+            let mut kinds = vec![Kind::Cartero, Kind::Relay];
             if ngircd {
                 kinds.push(Kind::Ngircd);
             }
             for kind in kinds {
-                let mut row = format!("{:<20}", kind.label());
                 for &n in &idle {
                     match idle_memory(kind, n).await {
-                        Ok(per) => row.push_str(&format!("{:>10.2} KiB", per / 1024.0)),
+                        Ok(idle) => println!(
+                            "{:<20} {n:>6} {:>6} {:>10.2} KiB {:>10.1} MiB",
+                            kind.label(),
+                            idle.held,
+                            idle.per_conn / 1024.0,
+                            idle.total as f64 / (1024.0 * 1024.0)
+                        ),
                         Err(e) => {
                             eprintln!("cartero: {} with {n} idle connections: {e}", kind.label());
-                            row.push_str(&format!("{:>14}", "-"));
                             failed = true;
                         }
                     }
                 }
-                println!("{row}");
             }
         }
         if failed {
@@ -175,22 +238,33 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-async fn start(kind: Kind) -> Result<Target, String> {
+async fn start(kind: Kind, users: usize) -> Result<Target, String> {
     match kind {
-        Kind::Cartero => start_cartero().await,
-        Kind::Relay => {
-            let addr = start_relay().await.map_err(|e| format!("cannot start the relay: {e}"))?;
-            Ok(Target { kind, addr, child: None, _dir: None })
-        }
+        Kind::Cartero => start_cartero(false).await,
+        Kind::CarteroDurable => start_cartero(true).await,
+        Kind::Relay => start_relay_child(users).await,
         Kind::Ngircd => start_ngircd().await,
     }
 }
 
-async fn start_cartero() -> Result<Target, String> {
+async fn start_cartero(durable: bool) -> Result<Target, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        // Every bench user comes from 127.0.0.1: no per-address limits; history in memory.
-        .args(["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--connect-timeout", "10m", "--memory"])
+    let dir = if durable {
+        let dir = std::env::temp_dir().join(format!("cartero-chat-bench-data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Some(TempDir(dir))
+    } else {
+        None
+    };
+    let mut command = Command::new(exe);
+    command.args(["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--connect-timeout", "10m"]);
+    match &dir {
+        Some(dir) => command.arg("--data").arg(&dir.0),
+        None => command.arg("--memory"),
+    };
+    let mut child = command
+        // Every bench user comes from 127.0.0.1: no per-address limits.
         .args(["--max-per-ip", "0", "--rate", "0"])
         .args(["--max-connections", "30000"])
         .stdin(Stdio::null())
@@ -210,14 +284,73 @@ async fn start_cartero() -> Result<Target, String> {
         let mut sink = [0u8; 65536];
         while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     });
-    let mut target =
-        Target { kind: Kind::Cartero, addr: "127.0.0.1:0".parse().unwrap(), child: Some(child), _dir: None };
+    let mut target = Target {
+        kind: if durable { Kind::CarteroDurable } else { Kind::Cartero },
+        addr: "127.0.0.1:0".parse().unwrap(),
+        child: Some(child),
+        _dir: dir,
+    };
     let first = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "cartero chat serve did not start")?;
     target.addr = first
         .trim()
         .strip_prefix("s> init server ")
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| format!("unexpected start line {first:?}"))?;
+    Ok(target)
+}
+
+fn serve_relay(need: u64) -> ExitCode {
+    raise_fd_limit(need);
+    let runtime = match crate::cli::common::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let addr = match start_relay().await {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("cartero: cannot start the relay: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("relay {addr}");
+        // Until the bench closes our standard input (or is gone).
+        let _ = tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let mut sink = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        })
+        .await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn start_relay_child(users: usize) -> Result<Target, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args(["chat", "bench", "--serve-relay", "--users", &users.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut target = Target { kind: Kind::Relay, addr: "127.0.0.1:0".parse().unwrap(), child: Some(child), _dir: None };
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        first
+    });
+    let first = timeout(Duration::from_secs(10), first)
+        .await
+        .map_err(|_| "the relay did not start")?
+        .map_err(|e| e.to_string())?;
+    target.addr = first
+        .trim()
+        .strip_prefix("relay ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected relay start line {first:?}"))?;
     Ok(target)
 }
 
@@ -323,6 +456,8 @@ struct Counters {
     observed: AtomicU64,
     observed_notify: Notify,
     measuring: AtomicBool,
+    /// Connections the server closed (or that failed) after joining.
+    closed: AtomicU64,
 }
 
 struct User {
@@ -351,7 +486,7 @@ async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<Owne
     let mut line = Vec::new();
     match kind {
         Kind::Relay => {}
-        Kind::Cartero => {
+        Kind::Cartero | Kind::CarteroDurable => {
             send(&mut write, format!("CONNECT|u{i}\n")).await?;
             loop {
                 read_line(&mut reader, &mut line).await?;
@@ -405,14 +540,19 @@ async fn reader_task(
             _ = stop.changed() => break,
         };
         match read {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                counters.closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
             Ok(n) => {
                 counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
         let text = line.trim_ascii_end();
         let payload = match kind {
-            Kind::Cartero | Kind::Relay if text.starts_with(b"BROADCAST|") => text.rsplit(|b| *b == b'|').next(),
+            Kind::Cartero | Kind::CarteroDurable | Kind::Relay if text.starts_with(b"BROADCAST|") => {
+                text.rsplit(|b| *b == b'|').next()
+            }
             Kind::Ngircd if memchr::memmem::find(text, b" PRIVMSG ").is_some() => text.rsplit(|b| *b == b':').next(),
             _ => None,
         };
@@ -447,16 +587,17 @@ async fn settle(counters: &Counters, quiet: Duration, limit: Duration) {
     }
 }
 
-async fn bench_one(kind: Kind, args: &Args) -> Result<(), String> {
-    let target = start(kind).await?;
+async fn bench_one(kind: Kind, args: &Args, n: usize) -> Result<(), String> {
+    let target = start(kind, n).await?;
     let rss_before = target.child.as_ref().and_then(|c| rss_bytes(c.id()).ok());
     let counters = Arc::new(Counters::default());
     let base = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Log in with bounded concurrency; readers start as each user is in.
+    // Log in with bounded concurrency; readers start as each user is in. A user the server
+    // refuses is counted out (the table says how many it held); user 0 must be in.
     let gate = Arc::new(Semaphore::new(64));
-    let mut logins = Vec::with_capacity(args.users);
-    let sinks: Vec<Arc<std::sync::Mutex<Vec<u32>>>> = (0..args.users).map(|_| Default::default()).collect();
+    let mut logins = Vec::with_capacity(n);
+    let sinks: Vec<Arc<std::sync::Mutex<Vec<u32>>>> = (0..n).map(|_| Default::default()).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let (gate, counters, stop, sink) = (gate.clone(), counters.clone(), stop_rx.clone(), sink.clone());
         let addr = target.addr;
@@ -469,28 +610,49 @@ async fn bench_one(kind: Kind, args: &Args) -> Result<(), String> {
             Ok::<_, String>((User { write }, reading))
         }));
     }
-    let mut users = Vec::with_capacity(args.users);
-    let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::with_capacity(args.users);
+    let mut users: Vec<Option<User>> = Vec::with_capacity(n);
+    let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::with_capacity(n);
+    let mut refused = 0usize;
+    let mut first_error = None;
     for login in logins {
-        let (user, reader) = login.await.map_err(|e| e.to_string())??;
-        users.push(user);
-        readers.push(reader);
+        match login.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok((user, reader)) => {
+                users.push(Some(user));
+                readers.push(reader);
+            }
+            Err(e) => {
+                users.push(None);
+                refused += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = &first_error {
+        eprintln!("cartero: {}: {refused} of {n} users could not join; the first: {e}", kind.label());
+    }
+    if users[0].is_none() || !users.iter().skip(1).take(args.senders).any(Option::is_some) {
+        return Err(first_error.unwrap_or_default());
     }
     settle(&counters, Duration::from_millis(300), Duration::from_secs(60)).await;
+    let joined = (n - refused) as u64;
     let rss_per_user = match (rss_before, target.child.as_ref().and_then(|c| rss_bytes(c.id()).ok())) {
-        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / args.users as f64),
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / joined as f64),
         _ => None,
     };
-    let recipients = if kind == Kind::Ngircd { args.users - 1 } else { args.users } as u64;
     let runs = [(format!("{} bcast/s", args.rate), Some(args.rate)), (format!("max (window {})", args.window), None)];
     for (name, rate) in runs {
-        let result = measure(kind, &mut users, &counters, &sinks, base, args, rate, recipients).await?;
+        let held = joined - counters.closed.load(Ordering::Relaxed);
+        // ngircd does not echo a PRIVMSG to its sender.
+        let recipients = if kind == Kind::Ngircd { held.saturating_sub(1) } else { held };
+        let mut result = measure(kind, &mut users, &counters, &sinks, base, args, rate, recipients).await?;
+        result.held = joined - counters.closed.load(Ordering::Relaxed);
         let lost = result.expected.saturating_sub(result.delivered_total);
         let rss = rss_per_user.map_or("-".to_string(), |b| format!("{:.1} KiB", b / 1024.0));
         println!(
-            "{:<20} {:<22} {:>14.0} {:>9.2} {:>9.2} {:>8} {:>12}",
+            "{:<20} {n:>6} {:<22} {:>6} {:>14.0} {:>9.2} {:>9.2} {:>8} {:>12}",
             target.kind.label(),
             name,
+            result.held,
             result.delivered as f64 / result.elapsed.as_secs_f64(),
             percentile_ms(&result.latencies_us, 0.5),
             percentile_ms(&result.latencies_us, 0.99),
@@ -511,7 +673,7 @@ async fn bench_one(kind: Kind, args: &Args) -> Result<(), String> {
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     kind: Kind,
-    users: &mut [User],
+    users: &mut [Option<User>],
     counters: &Arc<Counters>,
     sinks: &[Arc<std::sync::Mutex<Vec<u32>>>],
     base: Instant,
@@ -528,6 +690,7 @@ async fn measure(
     let mut sent: u64 = 0;
     let mut next_sender = 0usize;
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
+    let senders: Vec<usize> = (1..=args.senders).filter(|&i| users[i].is_some()).collect();
     while Instant::now() < end {
         match interval {
             Some(every) => {
@@ -545,12 +708,14 @@ async fn measure(
                 }
             }
         }
-        let user = &mut users[1 + next_sender % args.senders];
+        let Some(user) = users[senders[next_sender % senders.len()]].as_mut() else {
+            return Err("a sender is gone".into());
+        };
         next_sender += 1;
         let now_us = base.elapsed().as_micros() as u64;
         let line = match kind {
             Kind::Ngircd => format!("PRIVMSG #bench :{now_us}\r\n"),
-            Kind::Cartero | Kind::Relay => format!("BROADCAST|{now_us}\n"),
+            Kind::Cartero | Kind::CarteroDurable | Kind::Relay => format!("BROADCAST|{now_us}\n"),
         };
         user.write.write_all(line.as_bytes()).await.map_err(|e| format!("a sender failed: {e}"))?;
         sent += 1;
@@ -565,6 +730,7 @@ async fn measure(
     }
     latencies_us.sort_unstable();
     Ok(RunResult {
+        held: 0,
         delivered: delivered_in_window,
         delivered_total: counters.delivered.load(Ordering::Relaxed),
         expected: sent * recipients,
@@ -573,8 +739,18 @@ async fn measure(
     })
 }
 
-async fn idle_memory(kind: Kind, n: usize) -> Result<f64, String> {
-    let target = start(kind).await?;
+/// What idle connections cost a server.
+struct Idle {
+    /// Connections still open after the pause.
+    held: usize,
+    /// RSS growth per connection, in bytes.
+    per_conn: f64,
+    /// The server's whole RSS with them, in bytes.
+    total: u64,
+}
+
+async fn idle_memory(kind: Kind, n: usize) -> Result<Idle, String> {
+    let target = start(kind, n).await?;
     let pid = target.child.as_ref().map(Child::id).ok_or("no process to measure")?;
     sleep(Duration::from_millis(200)).await;
     let before = rss_bytes(pid)?;
@@ -597,6 +773,15 @@ async fn idle_memory(kind: Kind, n: usize) -> Result<f64, String> {
     }
     sleep(Duration::from_millis(500)).await;
     let after = rss_bytes(pid)?;
+    // A closed connection reads 0 bytes or fails; an open one has nothing, or a greeting.
+    let mut probe = [0u8; 512];
+    let held = streams
+        .iter()
+        .filter(|s| match s.try_read(&mut probe) {
+            Ok(read) => read > 0,
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        })
+        .count();
     drop(streams);
-    Ok(after.saturating_sub(before) as f64 / n as f64)
+    Ok(Idle { held, per_conn: after.saturating_sub(before) as f64 / n as f64, total: after })
 }
