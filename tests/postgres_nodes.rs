@@ -352,14 +352,22 @@ fn a_node_with_its_database_down_at_start_says_so_in_one_line() {
 #[test]
 fn nodes_with_skewed_clocks_retry_a_refused_push_by_the_database_clock_and_deliver() {
     let cluster = Cluster::start();
-    // faketime (scripts/test.sh installs it) shifts every clock of the process it starts.
+    // libfaketime (scripts/test.sh installs faketime) shifts every clock of the process it is
+    // preloaded into. Preloaded into the node itself, not through the `faketime` program,
+    // which forks: the node would outlive the test when the program is killed.
     let url = cluster.url();
+    let library = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|arch| Some(arch.ok()?.path().join("faketime/libfaketimeMT.so.1")))
+        .find(|path| path.exists())
+        .expect("libfaketime is installed (Debian: faketime)");
+    let library = library.to_str().unwrap();
     let skewed: Vec<(Proc, u16)> = ["+2d", "-3h"]
         .iter()
         .map(|shift| {
-            let args =
-                ["-f", shift, common::BIN, "serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"];
-            let mut node = Proc::start_program("faketime", &args);
+            let args = ["serve", "-p", "0", "--bind", "127.0.0.1", "--store", &url, "--shared"];
+            let env = [("LD_PRELOAD", library), ("FAKETIME", *shift)];
+            let mut node = Proc::start_with_env(common::BIN, &args, &env);
             let port = ready(&mut node);
             (node, port)
         })

@@ -114,15 +114,22 @@ def test_a_blocking_wait_does_not_stop_other_python_threads(client):
 
 
 def test_ctrl_c_interrupts_a_listener_wait(client):
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell that starts a job
+    # in the background without job control makes it ignore SIGINT, and Python then installs
+    # none, so the signal would never reach the wait.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     client.register("Ana", "ana", "01/01/2000")
-    with client.connect("ana", listen_host=LOCAL) as inbox:
-        timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-        timer.start()
-        started = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            next(inbox)
-        timer.join()
-        assert time.monotonic() - started < 5
+    try:
+        with client.connect("ana", listen_host=LOCAL) as inbox:
+            timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+            timer.start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                next(inbox)
+            timer.join()
+            assert time.monotonic() - started < 5
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_rust_panic_is_a_cartero_error():
