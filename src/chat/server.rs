@@ -871,10 +871,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             _ = &mut timer, if wake_at.is_some() => {
                 armed = None;
                 let now = Instant::now();
-                let due = waiting.iter().take_while(|(at, _)| *at <= now).count();
-                if due > 0 {
-                    handle(shared, id, waiting.drain(..due).map(|(_, frame)| frame));
-                }
+                release_due(shared, id, &mut waiting, now);
                 if end_deadline.is_some_and(|d| now >= d) {
                     break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
                 }
@@ -908,15 +905,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             _ = stop.changed() => break Leave::Closed,
         }
     };
-    {
-        let mut hub = lock(&shared.hub);
-        // A slow reader has left already, when its queue overflowed.
-        if leave == Leave::Closed {
-            hub.engine.close(id, Leave::Closed);
-        }
-        hub.outboxes.remove(&id);
-        hub.dispatch();
-    }
+    leave_hub(shared, id, leave);
     if close_notify {
         // TLS: say goodbye properly (close_notify), bounded like any last write.
         let _ = tokio::time::timeout(config.drop_grace, stream.shutdown()).await;
@@ -972,6 +961,25 @@ pub(super) fn admit(
         waiting.clear();
         refuse(shared, id, outbox, Code::TooManyRequests, wire::TEXT_FLOOD);
     }
+}
+
+/// Hands the engine the messages in `waiting` whose time under the rate has come.
+pub(super) fn release_due(shared: &Shared, id: ConnId, waiting: &mut VecDeque<(Instant, Frame)>, now: Instant) {
+    let due = waiting.iter().take_while(|(at, _)| *at <= now).count();
+    if due > 0 {
+        handle(shared, id, waiting.drain(..due).map(|(_, frame)| frame));
+    }
+}
+
+/// A connection's end in the hub: the engine closes it (a slow reader has left already, when
+/// its queue overflowed) and its queue goes.
+pub(super) fn leave_hub(shared: &Shared, id: ConnId, leave: Leave) {
+    let mut hub = lock(&shared.hub);
+    if leave == Leave::Closed {
+        hub.engine.close(id, Leave::Closed);
+    }
+    hub.outboxes.remove(&id);
+    hub.dispatch();
 }
 
 pub(super) fn handle(shared: &Shared, id: ConnId, frames: impl IntoIterator<Item = Frame>) {

@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::chat::codec::Frame;
 use crate::chat::engine::{ConnId, Leave, Mode};
-use crate::chat::server::{admit, handle, lock, refuse, unix_millis, End, Outbox, Shared};
+use crate::chat::server::{admit, leave_hub, lock, refuse, release_due, unix_millis, End, Outbox, Shared};
 use crate::chat::wire::{self, Code, MAX_MESSAGE};
 
 /// The page: HTML with its CSS and JS inline, no external URL.
@@ -313,10 +313,7 @@ async fn connection(
             _ = &mut timer, if wake_at.is_some() => {
                 armed = None;
                 let now = Instant::now();
-                let due = waiting.iter().take_while(|(at, _)| *at <= now).count();
-                if due > 0 {
-                    handle(&shared, id, waiting.drain(..due).map(|(_, frame)| frame));
-                }
+                release_due(&shared, id, &mut waiting, now);
                 if end_deadline.is_some_and(|d| now >= d) {
                     break if end == End::Overflow { Leave::SlowReader } else { Leave::Closed };
                 }
@@ -331,15 +328,7 @@ async fn connection(
             _ = stop.changed() => break Leave::Closed,
         }
     };
-    {
-        let mut hub = lock(&shared.hub);
-        // A slow reader has left already, when its queue overflowed.
-        if leave == Leave::Closed {
-            hub.engine.close(id, Leave::Closed);
-        }
-        hub.outboxes.remove(&id);
-        hub.dispatch();
-    }
+    leave_hub(&shared, id, leave);
     if let Some(mut s) = sink {
         let _ = tokio::time::timeout(CLOSE_WAIT, s.close()).await;
     }
