@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::messaging::wire::{CodeEncoding, Escaped, Operation, PushDecoder, PushNames, Reply, ReplyDecoder};
 use crate::messaging::Push;
+use crate::net::{read_stamped, stamp_arrivals};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
@@ -79,7 +80,7 @@ struct Answer {
     raw: Vec<u8>,
     /// SEND's id came as 4 binary bytes rather than decimal text.
     binary_id: bool,
-    /// When the reply's first bytes arrived, by the kernel's clock (see [`read_stamped`]).
+    /// When the reply's first bytes arrived, by the kernel's clock (see [`crate::net::read_stamped`]).
     arrived: Option<Duration>,
 }
 
@@ -95,39 +96,6 @@ impl Answer {
 struct Inbox {
     port: u16,
     pushes: Receiver<(Vec<u8>, Option<Duration>)>,
-}
-
-/// Turns on the kernel's receive timestamps (SO_TIMESTAMPNS): when bytes arrived, by the
-/// kernel's clock rather than by when this process got to them. Sockets accepted from a
-/// listener inherit it.
-fn stamp_arrivals(socket: &impl std::os::fd::AsFd) {
-    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestampns};
-    let _ = setsockopt(socket, ReceiveTimestampns, &true);
-}
-
-/// One read; with it, when the bytes read arrived, if the socket stamps arrivals.
-fn read_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<Duration>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    loop {
-        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) {
-            Ok(msg) => {
-                let at = msg.cmsgs().ok().and_then(|mut all| {
-                    all.find_map(|c| match c {
-                        ControlMessageOwned::ScmTimestampns(t) => {
-                            Some(Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().clamp(0, 999_999_999) as u32))
-                        }
-                        _ => None,
-                    })
-                });
-                return Ok((msg.bytes, at));
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 impl Inbox {
