@@ -1,13 +1,20 @@
 //! `cartero chat bench`: broadcast fan-out on 127.0.0.1, side by side, against `cartero chat
 //! serve` (a child process), a no-logic tokio relay (in this process: each line goes to every
 //! connection, no names, no checks) and ngircd (a child with a generated configuration,
-//! spoken to in IRC: NICK/USER, JOIN one channel, PRIVMSG to it as the broadcast).
+//! spoken to in IRC: NICK/USER; the senders become operators (OPER) exempt from flood
+//! protection (user mode +F; otherwise 3 lines a second each) and broadcast with a
+//! PRIVMSG to the server mask `$bench.cartero.local`, which reaches every user on the server,
+//! the sender too, as a chat BROADCAST does. Not a channel: each JOIN is sent to every member,
+//! so 10,000 joins are 50 million lines and take ngircd longer than a bench may).
 //!
 //! For each server: N users connect and join, then K of them broadcast at a fixed total rate,
 //! then as fast as a window of messages in flight allows (user 0, who never sends, sees every
 //! broadcast and paces the senders). Each run reports the connections the server held,
-//! deliveries per second (one broadcast reaching one user is one delivery) and end-to-end
-//! latency percentiles; `--users 1000,10000` does it all for each count. Then the resident
+//! deliveries per second (one broadcast reaching one user is one delivery) and latency
+//! percentiles twice: from the sender's write to the recipient's read (the whole path, the load
+//! generator's own delays included) and to the bytes' arrival in the recipient's socket, by the
+//! kernel's receive timestamp (SO_TIMESTAMPNS: what the server took, however late this process
+//! reads); `--users 1000,10000` does it all for each count. Then the resident
 //! memory each idle connection costs the server, and its whole RSS. cartero runs with
 //! `--memory` (no disk in the path) and without per-address limits (every user is
 //! 127.0.0.1). Everything is bounded in count and time.
@@ -118,7 +125,9 @@ struct RunResult {
     delivered_total: u64,
     expected: u64,
     elapsed: Duration,
-    latencies_us: Vec<u32>,
+    /// Per delivery, sorted: to the recipient's read, and to the arrival in its socket.
+    read_us: Vec<u32>,
+    arrival_us: Vec<u32>,
 }
 
 /// Raises the open-file limit to `need` (the hard limit too, when allowed); returns the
@@ -176,8 +185,22 @@ pub fn run(args: Args) -> ExitCode {
             args.senders, args.duration
         );
         println!(
-            "{:<20} {:>6} {:<22} {:>6} {:>14} {:>9} {:>9} {:>8} {:>12}",
-            "server", "users", "run", "held", "deliveries/s", "p50 ms", "p99 ms", "lost", "RSS/user"
+            "latencies in ms from the sender's write: to the recipient's read (read), and to the bytes' \
+             arrival in its socket by the kernel's stamp (arrive)"
+        );
+        println!(
+            "{:<20} {:>6} {:<22} {:>6} {:>14} {:>9} {:>9} {:>10} {:>10} {:>8} {:>12}",
+            "server",
+            "users",
+            "run",
+            "held",
+            "deliveries/s",
+            "read p50",
+            "read p99",
+            "arrive p50",
+            "arrive p99",
+            "lost",
+            "RSS/user"
         );
         let mut kinds = vec![Kind::Cartero, Kind::Relay];
         if args.durable {
@@ -418,7 +441,8 @@ async fn start_ngircd() -> Result<Target, String> {
         "[Global]\nName = bench.cartero.local\nInfo = cartero chat bench\nListen = 127.0.0.1\nPorts = {port}\n\
          MotdFile = {}\nPidFile = {}\n\n[Limits]\nMaxConnections = 0\nMaxConnectionsIP = 0\nMaxJoins = 0\n\
          MaxNickLength = 16\nPingTimeout = 600\nPongTimeout = 600\n\n[Options]\nDNS = no\nIdent = no\nPAM = no\n\
-         RequireAuthPing = no\n",
+         RequireAuthPing = no\n\n\
+         [Operator]\nName = bench\nPassword = bench\n",
         motd.display(),
         dir.0.join("ngircd.pid").display()
     );
@@ -477,10 +501,17 @@ async fn read_line(reader: &mut BufReader<OwnedReadHalf>, line: &mut Vec<u8>) ->
     }
 }
 
-/// Connects and joins user `i`; returns its halves once it may broadcast.
-async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), String> {
+/// Connects and joins user `i`; returns its halves once it may broadcast (a `sender` on
+/// ngircd is an operator by then).
+async fn login(
+    kind: Kind,
+    addr: SocketAddr,
+    i: usize,
+    sender: bool,
+) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    crate::net::stamp_arrivals(&stream);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(16 * 1024, read);
     let mut line = Vec::new();
@@ -500,7 +531,6 @@ async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<Owne
         }
         Kind::Ngircd => {
             send(&mut write, format!("NICK u{i}\r\nUSER u{i} 0 * :bench\r\n")).await?;
-            let mut joined = false;
             loop {
                 read_line(&mut reader, &mut line).await?;
                 let text = String::from_utf8_lossy(&line);
@@ -508,12 +538,20 @@ async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<Owne
                 let numeric = text.split_whitespace().nth(1).unwrap_or("");
                 if let Some(token) = text.strip_prefix("PING ") {
                     send(&mut write, format!("PONG {}\r\n", token.trim_end())).await?;
-                } else if numeric == "001" && !joined {
-                    joined = true;
-                    send(&mut write, "JOIN #bench\r\n".into()).await?;
-                } else if numeric == "366" {
+                } else if numeric == "376" || numeric == "422" {
+                    // The end of the welcome (its MOTD, or none): a user may be sent to.
+                    if !sender {
+                        break;
+                    }
+                    send(&mut write, "OPER bench bench\r\n".into()).await?;
+                } else if numeric == "381" {
+                    // An operator, and with +F exempt from flood protection, which would
+                    // hold each sender to 3 lines a second. The PING's answer comes once
+                    // ngircd reads this connection again (a MODE costs a pause).
+                    send(&mut write, format!("MODE u{i} +F\r\nPING :ready\r\n")).await?;
+                } else if text.contains(" PONG ") && text.trim_end().ends_with(":ready") {
                     break;
-                } else if text.starts_with("ERROR") || numeric == "433" {
+                } else if text.starts_with("ERROR") || ["433", "464", "491", "501"].contains(&numeric) {
                     return Err(format!("u{i} refused: {}", text.trim_end()));
                 }
             }
@@ -522,53 +560,91 @@ async fn login(kind: Kind, addr: SocketAddr, i: usize) -> Result<(BufReader<Owne
     Ok((reader, write))
 }
 
-/// Reads until stopped; counts broadcasts and, while measuring, their latencies.
+/// Bytes a reader holds without a line end before it gives the connection up.
+const MAX_PENDING: usize = 1 << 20;
+
+/// Latencies in microseconds, per delivery: to the recipient's read, and to the bytes'
+/// arrival in its socket (by the kernel's stamp).
+#[derive(Default)]
+struct Samples {
+    read_us: Vec<u32>,
+    arrival_us: Vec<u32>,
+}
+
+/// Now on the real-time clock, in microseconds since the Unix epoch: what a broadcast
+/// carries, since the kernel stamps arrivals on that clock.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+fn elapsed_us(since_us: u64, until_us: u64) -> u32 {
+    until_us.saturating_sub(since_us).min(u64::from(u32::MAX)) as u32
+}
+
+/// Reads until stopped; counts broadcasts and, while measuring, their latencies. Lines come
+/// from `reader`'s buffer first, then from reads that carry the kernel's arrival stamp.
 async fn reader_task(
     kind: Kind,
-    mut reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<OwnedReadHalf>,
     observer: bool,
     counters: Arc<Counters>,
-    latencies: Arc<std::sync::Mutex<Vec<u32>>>,
-    base: Instant,
+    samples: Arc<std::sync::Mutex<Samples>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut line = Vec::new();
+    let mut pending = reader.buffer().to_vec();
+    let read = reader.into_inner();
+    let socket: &TcpStream = read.as_ref();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut arrived_us = None;
     loop {
-        line.clear();
-        let read = tokio::select! {
-            read = reader.read_until(b'\n', &mut line) => read,
+        while let Some(end) = memchr::memchr(b'\n', &pending) {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = line.trim_ascii_end();
+            let payload = match kind {
+                Kind::Cartero | Kind::CarteroDurable | Kind::Relay if text.starts_with(b"BROADCAST|") => {
+                    text.rsplit(|b| *b == b'|').next()
+                }
+                Kind::Ngircd if memchr::memmem::find(text, b" PRIVMSG ").is_some() => {
+                    text.rsplit(|b| *b == b':').next()
+                }
+                _ => None,
+            };
+            let Some(sent_us) = payload.and_then(|p| std::str::from_utf8(p).ok()).and_then(|p| p.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if observer {
+                counters.observed.fetch_add(1, Ordering::Release);
+                counters.observed_notify.notify_one();
+            }
+            if counters.measuring.load(Ordering::Relaxed) {
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                let mut samples = samples.lock().unwrap_or_else(|p| p.into_inner());
+                samples.read_us.push(elapsed_us(sent_us, wall_us()));
+                if let Some(at) = arrived_us {
+                    samples.arrival_us.push(elapsed_us(sent_us, at));
+                }
+            }
+        }
+        tokio::select! {
+            ready = socket.readable() => if ready.is_err() {
+                counters.closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            },
             _ = stop.changed() => break,
-        };
-        match read {
-            Ok(0) | Err(_) => {
+        }
+        match socket.try_io(tokio::io::Interest::READABLE, || crate::net::read_stamped(socket, &mut chunk)) {
+            Ok((n, at)) if n > 0 && pending.len() < MAX_PENDING => {
+                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                pending.extend_from_slice(&chunk[..n]);
+                arrived_us = at.map(|d| d.as_micros() as u64);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // Closed, failed, or a line longer than any server here sends.
+            _ => {
                 counters.closed.fetch_add(1, Ordering::Relaxed);
                 break;
             }
-            Ok(n) => {
-                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        }
-        let text = line.trim_ascii_end();
-        let payload = match kind {
-            Kind::Cartero | Kind::CarteroDurable | Kind::Relay if text.starts_with(b"BROADCAST|") => {
-                text.rsplit(|b| *b == b'|').next()
-            }
-            Kind::Ngircd if memchr::memmem::find(text, b" PRIVMSG ").is_some() => text.rsplit(|b| *b == b':').next(),
-            _ => None,
-        };
-        let Some(sent_us) = payload.and_then(|p| std::str::from_utf8(p).ok()).and_then(|p| p.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        if observer {
-            counters.observed.fetch_add(1, Ordering::Release);
-            counters.observed_notify.notify_one();
-        }
-        if counters.measuring.load(Ordering::Relaxed) {
-            counters.delivered.fetch_add(1, Ordering::Relaxed);
-            let now = base.elapsed().as_micros() as u64;
-            let latency = now.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
-            latencies.lock().unwrap_or_else(|p| p.into_inner()).push(latency);
         }
     }
 }
@@ -589,24 +665,27 @@ async fn settle(counters: &Counters, quiet: Duration, limit: Duration) {
 
 async fn bench_one(kind: Kind, args: &Args, n: usize) -> Result<(), String> {
     let target = start(kind, n).await?;
+    let joining = Instant::now();
     let rss_before = target.child.as_ref().and_then(|c| rss_bytes(c.id()).ok());
     let counters = Arc::new(Counters::default());
-    let base = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Log in with bounded concurrency; readers start as each user is in. A user the server
-    // refuses is counted out (the table says how many it held); user 0 must be in.
-    let gate = Arc::new(Semaphore::new(64));
+    // refuses is counted out (the table says how many it held); user 0 must be in. ngircd
+    // listens with a backlog of 10: more connects at once overflow it, and a dropped SYN is
+    // retried after 1, 3, 7... seconds, past the join timeout.
+    let gate = Arc::new(Semaphore::new(if kind == Kind::Ngircd { 8 } else { 64 }));
     let mut logins = Vec::with_capacity(n);
-    let sinks: Vec<Arc<std::sync::Mutex<Vec<u32>>>> = (0..n).map(|_| Default::default()).collect();
+    let sinks: Vec<Arc<std::sync::Mutex<Samples>>> = (0..n).map(|_| Default::default()).collect();
     for (i, sink) in sinks.iter().enumerate() {
         let (gate, counters, stop, sink) = (gate.clone(), counters.clone(), stop_rx.clone(), sink.clone());
-        let addr = target.addr;
+        let (addr, senders) = (target.addr, args.senders);
         logins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let (reader, write) = timeout(Duration::from_secs(30), login(kind, addr, i))
+            let sender = (1..=senders).contains(&i);
+            let (reader, write) = timeout(Duration::from_secs(30), login(kind, addr, i, sender))
                 .await
                 .map_err(|_| format!("u{i} could not join within 30 s"))??;
-            let reading = tokio::spawn(reader_task(kind, reader, i == 0, counters, sink, base, stop));
+            let reading = tokio::spawn(reader_task(kind, reader, i == 0, counters, sink, stop));
             Ok::<_, String>((User { write }, reading))
         }));
     }
@@ -635,6 +714,8 @@ async fn bench_one(kind: Kind, args: &Args, n: usize) -> Result<(), String> {
     }
     settle(&counters, Duration::from_millis(300), Duration::from_secs(60)).await;
     let joined = (n - refused) as u64;
+    // Progress, on standard error: joining 10,000 users takes a while.
+    eprintln!("cartero: {}: {joined} users joined in {:.1} s", kind.label(), joining.elapsed().as_secs_f64());
     let rss_per_user = match (rss_before, target.child.as_ref().and_then(|c| rss_bytes(c.id()).ok())) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / joined as f64),
         _ => None,
@@ -642,20 +723,21 @@ async fn bench_one(kind: Kind, args: &Args, n: usize) -> Result<(), String> {
     let runs = [(format!("{} bcast/s", args.rate), Some(args.rate)), (format!("max (window {})", args.window), None)];
     for (name, rate) in runs {
         let held = joined - counters.closed.load(Ordering::Relaxed);
-        // ngircd does not echo a PRIVMSG to its sender.
-        let recipients = if kind == Kind::Ngircd { held.saturating_sub(1) } else { held };
-        let mut result = measure(kind, &mut users, &counters, &sinks, base, args, rate, recipients).await?;
+        // Every server sends a broadcast to its sender too (ngircd does for a server mask).
+        let mut result = measure(kind, &mut users, &counters, &sinks, args, rate, held).await?;
         result.held = joined - counters.closed.load(Ordering::Relaxed);
         let lost = result.expected.saturating_sub(result.delivered_total);
         let rss = rss_per_user.map_or("-".to_string(), |b| format!("{:.1} KiB", b / 1024.0));
         println!(
-            "{:<20} {n:>6} {:<22} {:>6} {:>14.0} {:>9.2} {:>9.2} {:>8} {:>12}",
+            "{:<20} {n:>6} {:<22} {:>6} {:>14.0} {:>9.2} {:>9.2} {:>10.2} {:>10.2} {:>8} {:>12}",
             target.kind.label(),
             name,
             result.held,
             result.delivered as f64 / result.elapsed.as_secs_f64(),
-            percentile_ms(&result.latencies_us, 0.5),
-            percentile_ms(&result.latencies_us, 0.99),
+            percentile_ms(&result.read_us, 0.5),
+            percentile_ms(&result.read_us, 0.99),
+            percentile_ms(&result.arrival_us, 0.5),
+            percentile_ms(&result.arrival_us, 0.99),
             lost,
             rss
         );
@@ -675,8 +757,7 @@ async fn measure(
     kind: Kind,
     users: &mut [Option<User>],
     counters: &Arc<Counters>,
-    sinks: &[Arc<std::sync::Mutex<Vec<u32>>>],
-    base: Instant,
+    sinks: &[Arc<std::sync::Mutex<Samples>>],
     args: &Args,
     rate: Option<u32>,
     recipients: u64,
@@ -701,7 +782,9 @@ async fn measure(
                 }
             }
             None => {
-                let in_flight = sent - (counters.observed.load(Ordering::Acquire) - observed_start);
+                // Saturating: a late delivery of the run before may be seen after `observed_start`.
+                let seen = counters.observed.load(Ordering::Acquire).saturating_sub(observed_start);
+                let in_flight = sent.saturating_sub(seen);
                 if in_flight >= args.window {
                     let _ = timeout(Duration::from_millis(50), counters.observed_notify.notified()).await;
                     continue;
@@ -712,9 +795,9 @@ async fn measure(
             return Err("a sender is gone".into());
         };
         next_sender += 1;
-        let now_us = base.elapsed().as_micros() as u64;
+        let now_us = wall_us();
         let line = match kind {
-            Kind::Ngircd => format!("PRIVMSG #bench :{now_us}\r\n"),
+            Kind::Ngircd => format!("PRIVMSG $bench.cartero.local :{now_us}\r\n"),
             Kind::Cartero | Kind::CarteroDurable | Kind::Relay => format!("BROADCAST|{now_us}\n"),
         };
         user.write.write_all(line.as_bytes()).await.map_err(|e| format!("a sender failed: {e}"))?;
@@ -724,18 +807,22 @@ async fn measure(
     let delivered_in_window = counters.delivered.load(Ordering::Relaxed);
     settle(counters, Duration::from_millis(300), Duration::from_secs(30)).await;
     counters.measuring.store(false, Ordering::Relaxed);
-    let mut latencies_us = Vec::new();
+    let (mut read_us, mut arrival_us) = (Vec::new(), Vec::new());
     for sink in sinks {
-        latencies_us.append(&mut sink.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut samples = sink.lock().unwrap_or_else(|p| p.into_inner());
+        read_us.append(&mut samples.read_us);
+        arrival_us.append(&mut samples.arrival_us);
     }
-    latencies_us.sort_unstable();
+    read_us.sort_unstable();
+    arrival_us.sort_unstable();
     Ok(RunResult {
         held: 0,
         delivered: delivered_in_window,
         delivered_total: counters.delivered.load(Ordering::Relaxed),
         expected: sent * recipients,
         elapsed,
-        latencies_us,
+        read_us,
+        arrival_us,
     })
 }
 
