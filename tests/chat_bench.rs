@@ -41,6 +41,8 @@ fn a_tiny_bench_prints_every_row() {
             assert!(ms.parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row}");
         }
     }
+    // The kernel floor: one row for one thread, and one for every core if there are more.
+    assert!((1..=2).contains(&rows("write floor")), "{lines:#?}");
     let has_ngircd = rows("ngircd") > 0;
     assert!(has_ngircd || stderr.contains("ngircd is not installed"), "{lines:#?}\n{stderr}");
     // scripts/test.sh installs ngircd, so in CI its rows must be there.

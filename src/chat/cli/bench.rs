@@ -1,5 +1,5 @@
 //! `cartero chat bench`: broadcast fan-out on 127.0.0.1, side by side, against `cartero chat
-//! serve` (a child process), a no-logic tokio relay (in this process: each line goes to every
+//! serve` (a child process), a no-logic tokio relay (a child too: each line goes to every
 //! connection, no names, no checks) and ngircd (a child with a generated configuration,
 //! spoken to in IRC: NICK/USER; the senders become operators (OPER) exempt from flood
 //! protection (user mode +F; otherwise 3 lines a second each) and broadcast with a
@@ -14,15 +14,17 @@
 //! percentiles twice: from the sender's write to the recipient's read (the whole path, the load
 //! generator's own delays included) and to the bytes' arrival in the recipient's socket, by the
 //! kernel's receive timestamp (SO_TIMESTAMPNS: what the server took, however late this process
-//! reads); `--users 1000,10000` does it all for each count. Then the resident
-//! memory each idle connection costs the server, and its whole RSS. cartero runs with
-//! `--memory` (no disk in the path) and without per-address limits (every user is
-//! 127.0.0.1). Everything is bounded in count and time.
+//! reads); `--users 1000,10000` does it all for each count. Then the kernel's floor for each
+//! count (the time to write one line to every connection with no server around it: see
+//! [`floor`]), and the resident memory each idle connection costs the server, and its whole
+//! RSS. cartero runs with `--memory` (no disk in the path) and without per-address limits
+//! (every user is 127.0.0.1). Everything is bounded in count and time.
 //!
-//! The relay runs as a child process too (`cartero chat bench --serve-relay`, hidden), so each
-//! process holds one file descriptor per user: `--users N` needs an open-file limit of about
-//! N + 256 (and each `--idle` count n + 256). The bench raises its own limit, the hard one too
-//! when it may (root), its servers inherit it, and it says so when that is not enough.
+//! The relay is `cartero chat bench --serve-relay` and the floor's far end `--hold ADDR`
+//! (both hidden), so each process holds one file descriptor per user: `--users N` needs an
+//! open-file limit of about N + 256 (and each `--idle` count n + 256). The bench raises its
+//! own limit, the hard one too when it may (root), its servers inherit it, and it says so
+//! when that is not enough.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -68,6 +70,10 @@ pub struct Args {
     /// runs its relay so, in a child process of its own, as the other servers).
     #[arg(long, hide = true)]
     serve_relay: bool,
+    /// Be the far end of the kernel floor: connect `--users` times to ADDR, print `held`, keep
+    /// the connections unread until standard input ends.
+    #[arg(long, hide = true, value_name = "ADDR")]
+    hold: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -156,6 +162,15 @@ pub fn run(args: Args) -> ExitCode {
     if args.serve_relay {
         return serve_relay(args.users.iter().copied().max().unwrap_or(0) as u64 + 256);
     }
+    if let Some(addr) = args.hold {
+        return match floor::hold(addr, args.users.iter().copied().max().unwrap_or(0)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cartero: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.users.is_empty() || args.users.iter().any(|&n| n < 2 || args.senders >= n) || args.senders == 0 {
         eprintln!("cartero: need at least 2 users and 1 to users-1 senders for every user count");
         return ExitCode::FAILURE;
@@ -214,6 +229,39 @@ pub fn run(args: Args) -> ExitCode {
             for &kind in &kinds {
                 if let Err(e) = bench_one(kind, &args, users).await {
                     eprintln!("cartero: {} with {users} users: {e}", kind.label());
+                    failed = true;
+                }
+            }
+        }
+        println!();
+        println!(
+            "kernel floor: one line written to each connection by threads doing nothing else, {} rounds",
+            floor::ROUNDS
+        );
+        println!(
+            "{:<20} {:>6} {:>8} {:>10} {:>10} {:>12}",
+            "", "users", "threads", "median ms", "fastest ms", "us a write"
+        );
+        for &users in &args.users {
+            match tokio::task::spawn_blocking(move || floor::measure(users))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            {
+                Ok(rows) => {
+                    for row in rows {
+                        println!(
+                            "{:<20} {users:>6} {:>8} {:>10.2} {:>10.2} {:>12.2}",
+                            "write floor",
+                            row.threads,
+                            row.median.as_secs_f64() * 1e3,
+                            row.fastest.as_secs_f64() * 1e3,
+                            row.median.as_secs_f64() * 1e6 / users as f64
+                        );
+                    }
+                }
+                Err(e) => {
+                    eprintln!("cartero: the write floor with {users} connections: {e}");
                     failed = true;
                 }
             }
@@ -871,4 +919,118 @@ async fn idle_memory(kind: Kind, n: usize) -> Result<Idle, String> {
         .count();
     drop(streams);
     Ok(Idle { held, per_conn: after.saturating_sub(before) as f64 / n as f64, total: after })
+}
+
+/// The kernel's cost of one fan-out with no server around it: one chat line written to each of
+/// N loopback connections, from one thread and from one thread per core, with nothing else in
+/// the writing threads (no runtime, no queue, no task per connection). No server delivers a
+/// broadcast to N users faster on this machine. The far ends are held, unread, by a child
+/// (`--hold`), so each process needs about N file descriptors.
+mod floor {
+    use std::io::{BufRead, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub const ROUNDS: usize = 10;
+    const LINE: &[u8] = b"BROADCAST|u1|1796000000000000\n";
+
+    pub struct Row {
+        pub threads: usize,
+        pub median: Duration,
+        pub fastest: Duration,
+    }
+
+    pub fn measure(n: usize) -> Result<Vec<Row>, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut holder = Command::new(exe)
+            .args(["chat", "bench", "--users", &n.to_string(), "--hold", &addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the far end: {e}"))?;
+        let result = write_rounds(n, &listener, &mut holder);
+        // Its standard input ends: the far end lets its connections go and exits.
+        drop(holder.stdin.take());
+        let _ = holder.wait();
+        result
+    }
+
+    fn write_rounds(n: usize, listener: &TcpListener, holder: &mut std::process::Child) -> Result<Vec<Row>, String> {
+        // Accepts without blocking, so a far end that fails (it says why on standard error)
+        // ends this too.
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut conns = Vec::with_capacity(n);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while conns.len() < n {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+                    conn.set_nodelay(true).map_err(|e| e.to_string())?;
+                    conns.push(conn);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Ok(Some(status)) = holder.try_wait() {
+                        return Err(format!("the far end ended ({status}) after {} connections", conns.len()));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("only {} of {n} connections within 60 s", conns.len()));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        }
+        let mut ready = String::new();
+        std::io::BufReader::new(holder.stdout.take().ok_or("no stdout from the far end")?)
+            .read_line(&mut ready)
+            .map_err(|e| e.to_string())?;
+        if ready.trim() != "held" {
+            return Err(format!("the far end said {ready:?}"));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let mut rows = Vec::new();
+        for threads in if cores > 1 { vec![1, cores] } else { vec![1] } {
+            let mut rounds = Vec::with_capacity(ROUNDS);
+            for _ in 0..ROUNDS {
+                let start = Instant::now();
+                let failed = std::thread::scope(|scope| {
+                    let parts: Vec<_> = conns
+                        .chunks(n.div_ceil(threads))
+                        .map(|part| scope.spawn(move || part.iter().any(|mut conn| conn.write_all(LINE).is_err())))
+                        .collect();
+                    parts.into_iter().any(|part| part.join().unwrap_or(true))
+                });
+                rounds.push(start.elapsed());
+                if failed {
+                    return Err("a write failed".into());
+                }
+                // Apart, as broadcasts are; the lines pile up unread (600 bytes each at most).
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            rounds.sort();
+            rows.push(Row { threads, median: rounds[ROUNDS / 2], fastest: rounds[0] });
+        }
+        Ok(rows)
+    }
+
+    /// The far end: connects `n` times to `addr`, says `held`, keeps them unread until its
+    /// standard input ends.
+    pub fn hold(addr: SocketAddr, n: usize) -> Result<(), String> {
+        let limit = super::raise_fd_limit(n as u64 + 64);
+        if limit < n as u64 + 64 {
+            return Err(format!("the open-file limit is {limit}; {n} connections need about {}", n + 64));
+        }
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            held.push(TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?);
+        }
+        println!("held");
+        let _ = std::io::stdout().flush();
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+        Ok(())
+    }
 }
