@@ -17,7 +17,7 @@ pub enum Command {
     Connect(connect::Args),
     /// Check any chat server against every clause of SPEC-chat 1-4.
     Check(check::Args),
-    /// Broadcast fan-out on 127.0.0.1 against a no-logic relay and ngircd, and memory per connection.
+    /// Broadcast fan-out on 127.0.0.1 against a no-logic relay, ngircd and the kernel's write floor, and memory per connection.
     Bench(bench::Args),
 }
 
