@@ -932,7 +932,7 @@ mod floor {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    pub const ROUNDS: usize = 10;
+    pub(super) const ROUNDS: usize = 10;
     const LINE: &[u8] = b"BROADCAST|u1|1796000000000000\n";
 
     pub struct Row {
