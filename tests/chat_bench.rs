@@ -31,8 +31,9 @@ fn a_tiny_bench_prints_every_row() {
     let rows = |label: &str| lines.iter().filter(|l| l.starts_with(label)).count();
     assert_eq!(rows("cartero chat serve"), 3, "{lines:#?}"); // two runs and the memory row
     assert_eq!(rows("baseline relay"), 3, "{lines:#?}"); // two runs and the memory row
-                                                         // Each run row ends "... arrive-p50 arrive-p99 lost RSS KiB": nothing lost, and the
-                                                         // kernel's arrival stamps were read (a latency of 0.00 would mean none came).
+
+    // Each run row ends "... arrive-p50 arrive-p99 lost RSS KiB": nothing lost, and the
+    // kernel's arrival stamps were read (a latency of 0.00 would mean none came).
     for row in lines.iter().filter(|l| l.contains(" bcast/s ") || l.contains(" max (window ")) {
         let words: Vec<&str> = row.split_whitespace().collect();
         let [.., arrive_p50, arrive_p99, lost, _rss, _kib] = words[..] else { panic!("short row {row:?}") };
