@@ -176,6 +176,31 @@ async fn pending_messages_are_pushed_in_order_after_connect() {
     server.stop().await;
 }
 
+/// The client's listener hands pushes over in the order the server made them: the server
+/// sends a user's next push only once the last one's connection is closed (SPEC 3), so the
+/// listener must queue a push before that close. (It once closed first, and a later push
+/// could overtake an earlier one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_queues_each_push_before_acknowledging_it() {
+    const PUSHES: u32 = 300;
+    let mut listener = Listener::bind(LOCAL).await.unwrap();
+    let addr = listener.local_addr();
+    let pusher = tokio::spawn(async move {
+        for id in 1..=PUSHES {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(format!("SEND MESSAGE\0ana\0{id}\0m{id}\0").as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            timeout(LIMIT, stream.read_to_end(&mut rest)).await.expect("the listener closes").unwrap();
+        }
+    });
+    for id in 1..=PUSHES {
+        let push = timeout(LIMIT, listener.next()).await.unwrap().unwrap();
+        assert_eq!(push, Push::Message { sender: "ana".into(), id, body: format!("m{id}").into() });
+    }
+    pusher.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_is_down_keeps_the_message_and_disconnects_its_user() {
     let server = TestServer::with(WireSettings::default()).await;

@@ -200,7 +200,10 @@ const MAX_PUSH_BYTES: usize = 4096;
 
 /// Reads one connection to a listener: a push connection to its end, decoding what it
 /// carried; a `GET FILE` request (SPEC 8) is handed to a transfer thread serving `offers`.
-async fn read_pushes(mut stream: TcpStream, offers: &Offers) -> Result<Vec<Push>, ProtocolError> {
+/// A push connection comes back still open: closing it tells the server the push arrived,
+/// so the caller closes it only once the pushes are queued. Closed earlier, the server's
+/// next push could be queued first.
+async fn read_pushes(mut stream: TcpStream, offers: &Offers) -> Result<(Vec<Push>, Option<TcpStream>), ProtocolError> {
     let mut buf = BytesMut::with_capacity(512);
     let read_all = async {
         while stream.read_buf(&mut buf).await? > 0 {
@@ -221,9 +224,9 @@ async fn read_pushes(mut stream: TcpStream, offers: &Offers) -> Result<Vec<Push>
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
         files::spawn_transfer(stream, buf, offers);
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
-    decode_pushes(&mut buf)
+    Ok((decode_pushes(&mut buf)?, Some(stream)))
 }
 
 fn decode_pushes(buf: &mut BytesMut) -> Result<Vec<Push>, ProtocolError> {
@@ -269,12 +272,13 @@ impl Listener {
                 let offers = offers.clone();
                 tokio::spawn(async move {
                     match read_pushes(stream, &offers).await {
-                        Ok(pushes) => {
+                        Ok((pushes, connection)) => {
                             for push in pushes {
                                 if tx.send(push).await.is_err() {
                                     return;
                                 }
                             }
+                            drop(connection);
                         }
                         Err(e) => tracing::warn!("bad push from {from}: {e}"),
                     }
