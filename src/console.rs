@@ -1,4 +1,5 @@
-//! Interactive consoles, shared by every protocol's console client.
+//! Consoles, shared by every protocol: the console clients' input and printer, and a
+//! server's console lines ([`ServerConsole`]).
 //!
 //! Lines are read from a terminal with a line editor (history, editing) when both standard
 //! input and output are terminals, and line by line from standard input otherwise (a pipe, a
@@ -7,7 +8,10 @@
 //! it, and otherwise writes them to standard output at once.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
 use rustyline::ExternalPrinter;
@@ -107,5 +111,82 @@ impl Input {
                 }
             }
         }
+    }
+}
+
+/// A server's console: its lines go to standard output from a thread of their own, in the
+/// order given, so a slow terminal or pipe never holds up the service. When the queue is
+/// full a line is dropped and counted rather than waited for.
+pub struct ServerConsole {
+    queue: SyncSender<ToPrint>,
+    dropped: AtomicU64,
+}
+
+enum ToPrint {
+    Line(String),
+    /// Answered once every line before it is written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl ServerConsole {
+    /// Lines the queue holds before lines are dropped.
+    const QUEUE: usize = 65_536;
+    /// How long [`flush`](Self::flush) waits for standard output at most.
+    const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+    /// Starts the printing thread.
+    pub fn start() -> std::io::Result<ServerConsole> {
+        let (tx, rx) = sync_channel(Self::QUEUE);
+        std::thread::Builder::new().name("cartero-console".into()).spawn(move || {
+            for item in rx {
+                match item {
+                    ToPrint::Line(line) => {
+                        let mut out = std::io::stdout().lock();
+                        // A closed standard output is no reason to stop serving.
+                        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+                    }
+                    ToPrint::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        })?;
+        Ok(ServerConsole { queue: tx, dropped: AtomicU64::new(0) })
+    }
+
+    /// Queues `line` (without its newline); false if it was dropped, the queue being full.
+    pub fn print(&self, line: String) -> bool {
+        let queued = self.queue.try_send(ToPrint::Line(line)).is_ok();
+        if !queued {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line queued before the call is written (a few seconds at most, in
+    /// case standard output is a pipe nobody reads); true if they were. A server calls it as
+    /// it stops: the process would otherwise exit with its last lines still queued. Blocks
+    /// the calling thread.
+    pub fn flush(&self) -> bool {
+        let until = Instant::now() + Self::FLUSH_LIMIT;
+        let (done, written) = channel();
+        let mut flush = ToPrint::Flush(done);
+        loop {
+            match self.queue.try_send(flush) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) if Instant::now() < until => {
+                    flush = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        written.recv_timeout(until.saturating_duration_since(Instant::now())).is_ok()
     }
 }

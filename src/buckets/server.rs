@@ -13,7 +13,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use futures_util::StreamExt;
+
+use crate::console::ServerConsole;
 
 use super::backend::{Backend, Body, Put, StoreConfig};
 use super::store::{PutMode, StoreError};
@@ -77,14 +78,14 @@ pub enum ServerError {
 struct Shared {
     store: Arc<dyn Backend>,
     config: ServerConfig,
-    console: Option<SyncSender<String>>,
+    console: Option<ServerConsole>,
 }
 
 impl Shared {
     fn log(&self, line: String) {
         if let Some(console) = &self.console {
             // A full queue drops the line rather than slowing the service.
-            let _ = console.try_send(line);
+            console.print(line);
         }
     }
 }
@@ -106,17 +107,10 @@ impl Server {
             .map_err(|source| ServerError::Store { store: config.store.to_string(), source })?;
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| ServerError::Bind { addr: config.bind, source })?;
-        let console = config.console.then(|| {
-            let (tx, rx) = sync_channel::<String>(65_536);
-            std::thread::spawn(move || {
-                use std::io::Write;
-                for line in rx {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-                }
-            });
-            tx
-        });
+        let console = match config.console {
+            true => Some(ServerConsole::start().map_err(|source| ServerError::Bind { addr: config.bind, source })?),
+            false => None,
+        };
         let server = Server { listener, shared: Arc::new(Shared { store, config, console }) };
         let addr =
             server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
@@ -164,6 +158,8 @@ impl Server {
         stop.cancel();
         connections.close();
         connections.wait().await;
+        // The last console lines are still queued: the process would exit before they are written.
+        let _ = tokio::task::spawn_blocking(move || shared.console.as_ref().map(ServerConsole::flush)).await;
         Ok(())
     }
 }

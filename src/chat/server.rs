@@ -19,7 +19,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +37,7 @@ use crate::chat::limits::{Limiter, Rate};
 use crate::chat::store::{Committer, Store, StoreError};
 use crate::chat::tls::{TlsPort, TEXT_TLS_EXPECTED};
 use crate::chat::wire::{self, parse_request, Code, ParseError, Request, MAX_MESSAGE};
+use crate::console::ServerConsole;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,6 @@ pub struct Server {
     web: Option<TcpListener>,
     tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
-    console_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 pub(super) struct Shared {
@@ -144,7 +143,7 @@ pub(super) struct Shared {
 pub(super) struct Hub {
     pub(super) engine: Engine,
     pub(super) outboxes: ConnMap<Arc<Outbox>>,
-    console: Option<SyncSender<String>>,
+    console: Option<ServerConsole>,
     stats: Arc<Stats>,
     max_bytes: usize,
     max_messages: usize,
@@ -192,8 +191,6 @@ struct Queue {
     front_started: bool,
 }
 
-/// Lines of the console printer's queue before lines are dropped.
-const CONSOLE_QUEUE: usize = 65_536;
 /// Buffers handed to one vectored write.
 const WRITE_SLICES: usize = 64;
 /// Bytes read at once.
@@ -354,7 +351,7 @@ impl Outbox {
 impl Hub {
     pub(super) fn log(&self, line: String) {
         if let Some(console) = &self.console {
-            if console.try_send(line).is_err() {
+            if !console.print(line) {
                 self.stats.console_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -473,19 +470,9 @@ impl Server {
             None => None,
         };
         let stats = Arc::new(Stats::default());
-        let (console, console_thread) = if config.console {
-            let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
-            let thread = std::thread::spawn(move || {
-                use std::io::Write;
-                for line in rx {
-                    let mut out = std::io::stdout().lock();
-                    // A closed stdout is no reason to stop serving.
-                    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-                }
-            });
-            (Some(tx), Some(thread))
-        } else {
-            (None, None)
+        let console = match config.console {
+            true => Some(ServerConsole::start().map_err(|source| ServerError::Bind { addr: config.bind, source })?),
+            false => None,
         };
         let mut engine = Engine::with_limits(config.limits);
         let mut store = store;
@@ -526,7 +513,7 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: bind, source })?;
             lock(&shared.hub).committer = Some(committer);
         }
-        Ok(Server { listener, web: None, tls_listener, shared, console_thread })
+        Ok(Server { listener, web: None, tls_listener, shared })
     }
 
     /// Also serves the browser client (HTTP and WebSocket, `docs/chat.md`) on `addr`; with
@@ -555,7 +542,7 @@ impl Server {
     /// Serves until `shutdown` completes; then closes every connection and returns once
     /// their tasks have ended (at most `drop_grace` later).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Server { listener, web, tls_listener, shared, console_thread } = self;
+        let Server { listener, web, tls_listener, shared } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let tasks = TaskTracker::new();
         if let Some(web) = web {
@@ -595,11 +582,9 @@ impl Server {
         if dropped > 0 {
             tracing::warn!("{dropped} console lines were dropped: standard output could not keep up");
         }
-        lock(&shared.hub).console = None;
-        drop(shared);
-        if let Some(thread) = console_thread {
-            let _ = thread.join();
-        }
+        // The last console lines are still queued: the process would exit before they are written.
+        let console = lock(&shared.hub).console.take();
+        let _ = tokio::task::spawn_blocking(move || console.as_ref().map(ServerConsole::flush)).await;
         Ok(())
     }
 }

@@ -11,11 +11,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::text::{count, count_as};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,9 +23,11 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::console::ServerConsole;
 use crate::messaging::engine::{Change, Delivery, DeliveryOutcome, Engine, EngineConfig, EngineError, Event};
 use crate::messaging::store::{AnyStore, Store, StoreError};
 use crate::messaging::wire::{ConnectReply, Operation, ProtocolError, Reply, Request, RequestDecoder, WireSettings};
+use crate::text::{count, count_as};
 
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,7 @@ struct Shared {
     /// Wakes the dispatcher: new work may be ready, or a delivery slot came free.
     work: Notify,
     delivery_slots: Arc<Semaphore>,
-    console: Option<SyncSender<String>>,
+    console: Option<ServerConsole>,
     stats: Arc<Stats>,
     /// The committer's queue, when the state is durable.
     committer: Option<mpsc::Sender<Pending>>,
@@ -214,7 +214,7 @@ impl Shared {
 
     fn print(&self, event: &Event) {
         if let Some(console) = &self.console {
-            if let Err(TrySendError::Full(_)) = console.try_send(format!("s> {event}")) {
+            if !console.print(format!("s> {event}")) {
                 self.stats.console_lines_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -242,9 +242,6 @@ pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
 }
-
-/// Lines of the console printer's queue before lines are dropped.
-const CONSOLE_QUEUE: usize = 65_536;
 
 impl Server {
     /// Opens the storage (restoring what it holds) and binds the listening socket. With
@@ -327,18 +324,10 @@ impl Server {
         store: Option<AnyStore>,
         node: Option<Arc<crate::messaging::pg_shared::Node>>,
     ) -> Result<Server, ServerError> {
-        let console = config.console.then(|| {
-            let (tx, rx) = sync_channel::<String>(CONSOLE_QUEUE);
-            std::thread::spawn(move || {
-                use std::io::Write;
-                for line in rx {
-                    let mut out = std::io::stdout().lock();
-                    // A closed stdout is no reason to stop serving.
-                    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-                }
-            });
-            tx
-        });
+        let console = match config.console {
+            true => Some(ServerConsole::start().map_err(|source| ServerError::Bind { addr: config.bind, source })?),
+            false => None,
+        };
         let (committer, queue) = match store {
             Some(store) => {
                 let (tx, rx) = mpsc::channel();
@@ -379,8 +368,8 @@ impl Server {
         if let Some(console) = &server.shared.console {
             let addr =
                 server.local_addr().map_err(|source| ServerError::Bind { addr: server.shared.config.bind, source })?;
-            let _ = console.try_send(format!("s> init server {}:{}", display_ip(addr.ip()), addr.port()));
-            let _ = console.try_send("s>".to_string());
+            console.print(format!("s> init server {}:{}", display_ip(addr.ip()), addr.port()));
+            console.print("s>".to_string());
         }
         Ok(server)
     }
@@ -462,6 +451,8 @@ impl Server {
                 n(&s.dropped)
             );
         }
+        // The last console lines (a request answered during the shutdown) are still queued.
+        let _ = tokio::task::spawn_blocking(move || shared.console.as_ref().map(ServerConsole::flush)).await;
         Ok(())
     }
 }
