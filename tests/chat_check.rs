@@ -8,27 +8,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use common::chat::serve_open;
 use common::Proc;
-
-fn chat_serve() -> (Proc, u16) {
-    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
-    let mut server = Proc::start(&[
-        "chat",
-        "serve",
-        "-p",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--memory",
-        "--max-per-ip",
-        "0",
-        "--rate",
-        "0",
-    ]);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    (server, port.parse().unwrap())
-}
 
 fn check(port: u16, extra: &[&str]) -> (i32, Vec<String>) {
     let port = port.to_string();
@@ -121,7 +102,7 @@ fn faulty_proxy(server_port: u16, fault: Fault) -> u16 {
 
 #[test]
 fn cartero_chat_serve_passes_every_clause() {
-    let (_server, port) = chat_serve();
+    let (_server, port) = serve_open(&[]);
     let (code, lines) = check(port, &[]);
     assert_eq!(code, 0, "{lines:#?}");
     assert!(lines.iter().filter(|l| l.starts_with("ok ")).count() >= 17, "{lines:#?}");
@@ -151,7 +132,7 @@ fn failing(lines: &[String], section: &str, clause_start: &str) -> String {
 
 #[test]
 fn each_planted_fault_is_named() {
-    let (_server, port) = chat_serve();
+    let (_server, port) = serve_open(&[]);
     for (fault, section, clause, words) in [
         (Fault::MergedReplies, "1", "framing", "merged replies"),
         (Fault::NoError, "4", "404", "no ERROR sent"),

@@ -2,27 +2,8 @@
 
 mod common;
 
+use common::chat::serve_open;
 use common::Proc;
-
-fn chat_serve() -> (Proc, u16) {
-    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
-    let mut server = Proc::start(&[
-        "chat",
-        "serve",
-        "-p",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--memory",
-        "--max-per-ip",
-        "0",
-        "--rate",
-        "0",
-    ]);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    (server, port.parse().unwrap())
-}
 
 fn console(port: u16, name: Option<&str>) -> Proc {
     let port = port.to_string();
@@ -35,7 +16,7 @@ fn console(port: u16, name: Option<&str>) -> Proc {
 
 #[test]
 fn two_consoles_chat_through_the_server() {
-    let (_server, port) = chat_serve();
+    let (_server, port) = serve_open(&[]);
     let mut ana = console(port, Some("ana"));
     ana.expect(&["Conectado exitosamente", "Usuarios conectados: ana"]);
     // The name read from the first line of input when -n is missing.
@@ -72,7 +53,7 @@ fn two_consoles_chat_through_the_server() {
 
 #[test]
 fn rooms_and_history_in_the_console() {
-    let (_server, port) = chat_serve();
+    let (_server, port) = serve_open(&[]);
     let mut ana = console(port, Some("ana"));
     ana.expect(&["Conectado exitosamente", "Usuarios conectados: ana"]);
     let mut bob = console(port, Some("bob"));

@@ -6,82 +6,34 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
 
 use cartero::chat::server::{Server, ServerConfig};
 use cartero::chat::store::Store;
 use cartero::chat::Target;
+use common::chat::{serve, Raw};
 use common::{interrupt, wait, Proc, LIMIT};
 
 fn chat_serve(data: &Path, extra: &[&str]) -> (Proc, u16) {
-    let data = data.to_str().unwrap();
     // No per-address limits: every test client comes from 127.0.0.1.
-    let mut args = vec!["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--data", data, "--max-per-ip", "0"];
-    args.extend_from_slice(&["--rate", "0"]);
-    args.extend_from_slice(extra);
-    let mut server = Proc::start(&args);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    (server, port.parse().unwrap())
+    let data = data.to_str().unwrap();
+    serve(&[&["--data", data, "--max-per-ip", "0", "--rate", "0"], extra].concat())
 }
 
-/// A raw framed connection: writes lines, reads lines (skipping user lists).
-struct Raw {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Raw {
-    fn join(port: u16, name: &str) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        let mut raw = Raw { stream, reader };
-        raw.send(&format!("CONNECT|{name}"));
-        raw.expect(&["CONNECT_ACK|OK"]);
-        raw
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line that is not a user list.
-    fn line(&mut self) -> String {
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line).expect("a line in time");
-            assert!(n > 0, "the server closed the connection");
-            let line = line.trim_end_matches('\n').to_string();
-            if !line.starts_with("USER_LIST|") {
-                return line;
-            }
+/// HISTORY of `target`: the replayed lines without their time stamps, then the end.
+fn history(raw: &mut Raw, target: &str, n: u32) -> Vec<String> {
+    raw.send(&format!("HISTORY|{target}|{n}"));
+    let mut lines = Vec::new();
+    loop {
+        let line = raw.event().expect("a line");
+        if line == format!("HISTORY_END|{target}") {
+            return lines;
         }
-    }
-
-    fn expect(&mut self, lines: &[&str]) {
-        for expected in lines {
-            assert_eq!(&self.line(), expected);
-        }
-    }
-
-    /// HISTORY of `target`: the replayed lines without their time stamps, then the end.
-    fn history(&mut self, target: &str, n: u32) -> Vec<String> {
-        self.send(&format!("HISTORY|{target}|{n}"));
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line();
-            if line == format!("HISTORY_END|{target}") {
-                return lines;
-            }
-            // HISTORY|target|sender|millis|content
-            let fields: Vec<&str> = line.splitn(5, '|').collect();
-            assert_eq!(fields.len(), 5, "{line}");
-            assert!(fields[3].parse::<u64>().is_ok_and(|m| m > 0), "{line}");
-            lines.push(format!("{}|{}", fields[2], fields[4]));
-        }
+        // HISTORY|target|sender|millis|content
+        let fields: Vec<&str> = line.splitn(5, '|').collect();
+        assert_eq!(fields.len(), 5, "{line}");
+        assert!(fields[3].parse::<u64>().is_ok_and(|m| m > 0), "{line}");
+        lines.push(format!("{}|{}", fields[2], fields[4]));
     }
 }
 
@@ -90,30 +42,30 @@ fn chat_a_little(port: u16) -> (Raw, Raw) {
     let mut ana = Raw::join(port, "ana");
     let mut bob = Raw::join(port, "bob");
     ana.send("JOIN|#sala");
-    ana.expect(&["JOINED|#sala|ana"]);
+    ana.expect_events(&["JOINED|#sala|ana"]);
     bob.send("JOIN|#sala");
-    ana.expect(&["JOINED|#sala|ana,bob"]);
-    bob.expect(&["JOINED|#sala|ana,bob"]);
+    ana.expect_events(&["JOINED|#sala|ana,bob"]);
+    bob.expect_events(&["JOINED|#sala|ana,bob"]);
     ana.send("ROOM|#sala|hola sala");
-    ana.expect(&["ROOM|#sala|ana|hola sala"]);
-    bob.expect(&["ROOM|#sala|ana|hola sala"]);
+    ana.expect_events(&["ROOM|#sala|ana|hola sala"]);
+    bob.expect_events(&["ROOM|#sala|ana|hola sala"]);
     bob.send("BROADCAST|hola a todos");
-    ana.expect(&["BROADCAST|bob|hola a todos"]);
-    bob.expect(&["BROADCAST|bob|hola a todos"]);
+    ana.expect_events(&["BROADCAST|bob|hola a todos"]);
+    bob.expect_events(&["BROADCAST|bob|hola a todos"]);
     ana.send("MESSAGE|bob|hola bob");
-    bob.expect(&["MESSAGE|ana|hola bob"]);
+    bob.expect_events(&["MESSAGE|ana|hola bob"]);
     (ana, bob)
 }
 
 fn check_history(port: u16) {
     let mut ana = Raw::join(port, "ana");
     ana.send("JOIN|#sala");
-    ana.expect(&["JOINED|#sala|ana"]);
-    assert_eq!(ana.history("#sala", 10), ["ana|hola sala"]);
-    assert_eq!(ana.history("*", 10), ["bob|hola a todos"]);
-    assert_eq!(ana.history("bob", 10), ["ana|hola bob"]);
+    ana.expect_events(&["JOINED|#sala|ana"]);
+    assert_eq!(history(&mut ana, "#sala", 10), ["ana|hola sala"]);
+    assert_eq!(history(&mut ana, "*", 10), ["bob|hola a todos"]);
+    assert_eq!(history(&mut ana, "bob", 10), ["ana|hola bob"]);
     let mut carl = Raw::join(port, "carl");
-    assert_eq!(carl.history("bob", 10), Vec::<String>::new(), "never anyone else's private messages");
+    assert_eq!(history(&mut carl, "bob", 10), Vec::<String>::new(), "never anyone else's private messages");
 }
 
 #[test]
@@ -140,22 +92,17 @@ fn under_load_what_anyone_received_before_a_kill_9_is_stored_in_that_order() {
     let senders: Vec<Raw> = (0..4).map(|i| Raw::join(port, &format!("s{i}"))).collect();
     let reader = std::thread::spawn(move || {
         let mut received = Vec::new();
-        loop {
-            let mut line = String::new();
-            match observer.reader.read_line(&mut line) {
-                Ok(n) if n > 0 => {
-                    if let Some(content) = line.trim_end().strip_prefix("BROADCAST|") {
-                        received.push(content.to_string());
-                    }
-                }
-                _ => return received,
+        while let Some(line) = observer.line() {
+            if let Some(content) = line.strip_prefix("BROADCAST|") {
+                received.push(content.to_string());
             }
         }
+        received
     });
     for (i, mut sender) in senders.into_iter().enumerate() {
         let burst: String = (0..300).map(|n| format!("BROADCAST|m{i}-{n}\n")).collect();
         std::thread::spawn(move || {
-            let _ = sender.stream.write_all(burst.as_bytes());
+            let _ = std::io::Write::write_all(&mut sender.stream, burst.as_bytes());
             let mut sink = Vec::new();
             let _ = std::io::Read::read_to_end(&mut sender.stream, &mut sink);
         });
@@ -185,22 +132,22 @@ fn each_target_keeps_its_last_messages_across_restarts() {
     let mut ana = Raw::join(port, "ana");
     for i in 0..5 {
         ana.send(&format!("BROADCAST|b{i}"));
-        ana.expect(&[&format!("BROADCAST|ana|b{i}")]);
+        ana.expect_events(&[&format!("BROADCAST|ana|b{i}")]);
     }
     ana.send("JOIN|#sala");
-    ana.expect(&["JOINED|#sala|ana"]);
+    ana.expect_events(&["JOINED|#sala|ana"]);
     ana.send("ROOM|#sala|r");
-    ana.expect(&["ROOM|#sala|ana|r"]);
-    assert_eq!(ana.history("*", 100), ["ana|b2", "ana|b3", "ana|b4"]);
+    ana.expect_events(&["ROOM|#sala|ana|r"]);
+    assert_eq!(history(&mut ana, "*", 100), ["ana|b2", "ana|b3", "ana|b4"]);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let (_server, port) = chat_serve(dir.path(), &["--history-per-target", "3"]);
     let mut ana = Raw::join(port, "ana");
-    assert_eq!(ana.history("*", 100), ["ana|b2", "ana|b3", "ana|b4"]);
-    assert_eq!(ana.history("*", 2), ["ana|b3", "ana|b4"]);
+    assert_eq!(history(&mut ana, "*", 100), ["ana|b2", "ana|b3", "ana|b4"]);
+    assert_eq!(history(&mut ana, "*", 2), ["ana|b3", "ana|b4"]);
     ana.send("JOIN|#sala");
-    ana.expect(&["JOINED|#sala|ana"]);
-    assert_eq!(ana.history("#sala", 100), ["ana|r"]);
+    ana.expect_events(&["JOINED|#sala|ana"]);
+    assert_eq!(history(&mut ana, "#sala", 100), ["ana|r"]);
     drop(ana);
     // The store itself holds no more than the limit per target.
     drop(_server);
@@ -269,7 +216,7 @@ fn a_failed_write_refuses_the_message_and_forwards_nothing_unstored() {
         assert!(forwarded.len() < 1000, "the capped store never filled");
         let content = format!("m{}-{}", forwarded.len(), "x".repeat(900));
         ana.send(&format!("BROADCAST|{content}"));
-        match ana.line() {
+        match ana.event().expect("a line") {
             line if line == format!("BROADCAST|ana|{content}") => forwarded.push(content),
             line => {
                 assert_eq!(line, "ERROR|500|No se pudo guardar el mensaje");
@@ -280,15 +227,15 @@ fn a_failed_write_refuses_the_message_and_forwards_nothing_unstored() {
     assert!(!forwarded.is_empty(), "some messages fit");
     // Bob got exactly the stored ones: the refused one never reached him.
     for content in &forwarded {
-        assert_eq!(bob.line(), format!("BROADCAST|ana|{content}"));
+        assert_eq!(bob.event().expect("a line"), format!("BROADCAST|ana|{content}"));
     }
     bob.send("BROADCAST|x");
-    let next = bob.line();
+    let next = bob.event().expect("a line");
     assert!(next == "BROADCAST|bob|x" || next == "ERROR|500|No se pudo guardar el mensaje", "{next}");
     if next == "BROADCAST|bob|x" {
-        ana.expect(&["BROADCAST|bob|x"]);
+        ana.expect_events(&["BROADCAST|bob|x"]);
     }
-    assert!(!ana.history("*", 100).iter().any(|l| l.ends_with(&refused)), "history holds no refused message");
+    assert!(!history(&mut ana, "*", 100).iter().any(|l| l.ends_with(&refused)), "history holds no refused message");
     stop_tx.send(()).unwrap();
     server.join().unwrap();
     let mut store = Store::open(dir.path(), 10_000).unwrap();

@@ -9,88 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Proc, LIMIT};
-
-fn chat_serve(extra: &[&str]) -> (Proc, u16) {
-    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
-    let mut args =
-        vec!["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--memory", "--max-per-ip", "0", "--rate", "0"];
-    args.extend_from_slice(extra);
-    let mut server = Proc::start(&args);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    (server, port.parse().unwrap())
-}
-
-/// A raw framed connection: writes lines, reads lines.
-struct Raw {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        Raw { stream, pending: Vec::new() }
-    }
-
-    /// Connects and joins as `name`, reading `CONNECT_ACK|OK` and the user lists up to the
-    /// one that names `name` last.
-    fn join(port: u16, name: &str) -> Raw {
-        let mut raw = Raw::connect(port);
-        raw.send(&format!("CONNECT|{name}"));
-        raw.expect(&["CONNECT_ACK|OK"]);
-        loop {
-            let list = raw.line().expect("a user list");
-            assert!(list.starts_with("USER_LIST|"), "{list}");
-            if list.ends_with(&format!(",{name}")) || list == format!("USER_LIST|{name}") {
-                return raw;
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream.write_all(format!("{line}\n").as_bytes()).unwrap();
-    }
-
-    /// The next line, without its `\n`; None at the end of the stream.
-    fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                return Some(String::from_utf8(line[..i].to_vec()).unwrap());
-            }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read failed: {e}"),
-            }
-        }
-    }
-
-    fn expect(&mut self, lines: &[&str]) {
-        for want in lines {
-            assert_eq!(self.line().as_deref(), Some(*want));
-        }
-    }
-
-    /// Skips user lists (a newer one may replace an unsent older one), then expects `lines`.
-    fn expect_after_lists(&mut self, lines: &[&str]) {
-        let mut first = self.line();
-        while first.as_deref().is_some_and(|l| l.starts_with("USER_LIST|")) {
-            first = self.line();
-        }
-        assert_eq!(first.as_deref(), lines.first().copied());
-        self.expect(&lines[1..]);
-    }
-}
+use common::chat::{serve_open, Raw};
+use common::LIMIT;
 
 #[test]
 fn join_part_room_rooms_and_a_member_that_leaves() {
-    let (mut server, port) = chat_serve(&[]);
+    let (mut server, port) = serve_open(&[]);
     let mut ana = Raw::join(port, "ana");
     let mut bob = Raw::join(port, "bob");
     ana.expect(&["USER_LIST|ana,bob"]);
@@ -147,7 +71,7 @@ fn join_part_room_rooms_and_a_member_that_leaves() {
 
 #[test]
 fn history_of_rooms_broadcasts_and_private_messages() {
-    let (_server, port) = chat_serve(&[]);
+    let (_server, port) = serve_open(&[]);
     let mut ana = Raw::join(port, "ana");
     let mut bob = Raw::join(port, "bob");
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
@@ -157,12 +81,7 @@ fn history_of_rooms_broadcasts_and_private_messages() {
     ana.send("BROADCAST|dos");
     ana.send("MESSAGE|bob|privado|1");
     ana.send("MESSAGE|nadie|perdido");
-    ana.expect_after_lists(&[
-        "JOINED|#sala|ana",
-        "ROOM|#sala|ana|en la sala",
-        "BROADCAST|ana|uno",
-        "BROADCAST|ana|dos",
-    ]);
+    ana.expect_events(&["JOINED|#sala|ana", "ROOM|#sala|ana|en la sala", "BROADCAST|ana|uno", "BROADCAST|ana|dos"]);
     ana.expect(&["ERROR|404|Usuario no encontrado"]);
     bob.expect(&["BROADCAST|ana|uno", "BROADCAST|ana|dos", "MESSAGE|ana|privado|1"]);
 
@@ -193,7 +112,7 @@ fn history_of_rooms_broadcasts_and_private_messages() {
     // Nobody else's private messages: eve sees none between ana and bob.
     let mut eve = Raw::join(port, "eve");
     eve.send("HISTORY|ana|10");
-    eve.expect_after_lists(&["HISTORY_END|ana"]);
+    eve.expect_events(&["HISTORY_END|ana"]);
     eve.send("HISTORY|#sala|10");
     eve.expect(&["ERROR|403|No eres miembro de la sala"]);
     eve.send("JOIN|#sala");
@@ -206,13 +125,13 @@ fn history_of_rooms_broadcasts_and_private_messages() {
 
 #[test]
 fn one_client_joining_ten_thousand_rooms_meets_the_limit() {
-    let (_server, port) = chat_serve(&["--max-rooms", "100"]);
+    let (_server, port) = serve_open(&["--max-rooms", "100"]);
     let mut ana = Raw::join(port, "ana");
     let (mut joined, mut refused) = (0, 0);
     // In batches, reading each batch's answers, so the test reads as fast as it writes.
     for batch in 0..100 {
         let lines: String = (0..100).map(|i| format!("JOIN|#r{}\n", batch * 100 + i)).collect();
-        ana.stream.write_all(lines.as_bytes()).unwrap();
+        ana.write(lines.as_bytes());
         for _ in 0..100 {
             let line = ana.line().expect("an answer to each JOIN");
             if line.starts_with("JOINED|#r") {
@@ -235,7 +154,7 @@ fn one_client_joining_ten_thousand_rooms_meets_the_limit() {
 
 #[test]
 fn rooms_before_connect_and_on_legacy_connections() {
-    let (_server, port) = chat_serve(&[]);
+    let (_server, port) = serve_open(&[]);
     let mut raw = Raw::connect(port);
     for line in ["JOIN|#sala", "ROOM|#sala|x", "ROOMS", "HISTORY|*|5", "PART|#sala"] {
         raw.send(line);

@@ -13,19 +13,8 @@ use std::time::Duration;
 use cartero::chat::client::blocking::Client;
 use cartero::chat::client::ClientError;
 use cartero::chat::Reply;
-use common::{interrupt, wait, Proc, LIMIT};
-
-/// Starts `cartero chat serve` on a free loopback port; returns it and the port.
-pub fn chat_serve(extra: &[&str]) -> (Proc, u16) {
-    // History in memory, no per-address limits: every test client comes from 127.0.0.1.
-    let mut args =
-        vec!["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--memory", "--max-per-ip", "0", "--rate", "0"];
-    args.extend_from_slice(extra);
-    let mut server = Proc::start(&args);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
-    (server, port.parse().unwrap())
-}
+use common::chat::{serve_open, Raw};
+use common::{interrupt, wait, LIMIT};
 
 fn join(port: u16, name: &str) -> Client {
     let mut c = Client::connect("127.0.0.1", port, LIMIT).unwrap();
@@ -57,50 +46,9 @@ fn error(code: u16, text: &str) -> Reply {
     Reply::Error { code, text: text.into() }
 }
 
-/// A raw framed connection: writes bytes, reads lines.
-struct Raw {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        Raw { stream, pending: Vec::new() }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// The next line, without its `\n`; None at the end of the stream.
-    fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=i).collect();
-                return Some(String::from_utf8(line[..i].to_vec()).unwrap());
-            }
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("read failed: {e}"),
-            }
-        }
-    }
-
-    fn expect(&mut self, lines: &[&str]) {
-        for want in lines {
-            assert_eq!(self.line().as_deref(), Some(*want));
-        }
-    }
-}
-
 #[test]
 fn framed_exchanges_follow_spec_sections_3_and_4() {
-    let (mut server, port) = chat_serve(&[]);
+    let (mut server, port) = serve_open(&[]);
     let mut ana = join(port, "ana");
     assert_eq!(next(&mut ana), list(&["ana"]));
     server.expect(&["s> CONNECT ana OK"]);
@@ -165,7 +113,7 @@ fn framed_exchanges_follow_spec_sections_3_and_4() {
 
 #[test]
 fn log_lines_name_the_peer_before_a_name() {
-    let (mut server, port) = chat_serve(&[]);
+    let (mut server, port) = serve_open(&[]);
     let mut raw = Raw::connect(port);
     raw.write(b"BROADCAST|x\n");
     raw.expect(&["ERROR|401|No conectado"]);
@@ -184,7 +132,7 @@ fn recv1024(stream: &mut TcpStream) -> String {
 fn the_original_client_reads_one_message_per_recv() {
     // The spec's 20 ms between writes is enough for the original client; a test thread on a
     // loaded machine may sleep longer than that between two reads, so it gets 200 ms.
-    let (_server, port) = chat_serve(&["--legacy-gap", "200ms"]);
+    let (_server, port) = serve_open(&["--legacy-gap", "200ms"]);
     let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
     old.set_read_timeout(Some(LIMIT)).unwrap();
     old.write_all(b"CONNECT|viejo").unwrap();
@@ -220,7 +168,7 @@ fn the_original_client_reads_one_message_per_recv() {
 
 #[test]
 fn a_first_message_without_newline_that_is_not_connect_gets_400_and_is_closed() {
-    let (_server, port) = chat_serve(&[]);
+    let (_server, port) = serve_open(&[]);
     let mut raw = Raw::connect(port);
     raw.write(b"BROADCAST|hola");
     assert_eq!(raw.line().as_deref(), Some("ERROR|400|Comando desconocido"));
@@ -229,7 +177,7 @@ fn a_first_message_without_newline_that_is_not_connect_gets_400_and_is_closed() 
 
 #[test]
 fn bad_input_gets_its_error_and_the_connection_goes_on() {
-    let (_server, port) = chat_serve(&[]);
+    let (_server, port) = serve_open(&[]);
     let mut raw = Raw::connect(port);
     raw.write(b"CONNECT|ana\n");
     raw.expect(&["CONNECT_ACK|OK", "USER_LIST|ana"]);
@@ -275,7 +223,7 @@ fn drain(
 
 #[test]
 fn a_client_that_never_reads_gets_503_while_others_are_served() {
-    let (mut server, port) = chat_serve(&[]);
+    let (mut server, port) = serve_open(&[]);
     let mut slow = Raw::connect(port);
     slow.write(b"CONNECT|lento\n");
     server.expect(&["s> CONNECT lento OK"]);
@@ -330,7 +278,7 @@ fn a_client_that_never_reads_gets_503_while_others_are_served() {
 
 #[test]
 fn a_silent_client_gets_408() {
-    let (mut server, port) = chat_serve(&["--connect-timeout", "300ms"]);
+    let (mut server, port) = serve_open(&["--connect-timeout", "300ms"]);
     let mut silent = Raw::connect(port);
     assert_eq!(silent.line().as_deref(), Some("ERROR|408|Tiempo agotado sin CONNECT"));
     assert_eq!(silent.line(), None);
@@ -350,7 +298,7 @@ fn many_connections_at_once() {
     let limit = rlimit::increase_nofile_limit(24_576).unwrap_or(1024);
     let count = 10_000.min(limit.saturating_sub(512) as usize);
     assert!(count >= 2000, "the test needs at least 2,512 file descriptors, has {limit}");
-    let (_server, port) = chat_serve(&[]);
+    let (_server, port) = serve_open(&[]);
     let idle: Vec<TcpStream> = (0..count).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     let mut joined: Vec<Raw> = (0..100)
         .map(|i| {

@@ -15,6 +15,7 @@ use cartero::chat::client::blocking::Client;
 use cartero::chat::client::ClientError;
 use cartero::chat::tls::{fingerprint, CertificateProblem, ClientTls, SelfSigned};
 use cartero::chat::Reply;
+use common::chat::serve_open;
 use common::{Proc, BIN, LIMIT};
 use rustls::pki_types::pem::PemObject;
 
@@ -28,34 +29,11 @@ struct Served {
 
 /// Starts `cartero chat serve` with `extra` (TLS options) on free loopback ports.
 fn serve_tls(extra: &[&str]) -> Served {
-    let mut args = vec![
-        "chat",
-        "serve",
-        "-p",
-        "0",
-        "--tls-port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--memory",
-        "--max-per-ip",
-        "0",
-        "--rate",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let mut proc = Proc::start(&args);
-    let init = proc.line();
-    let plain = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let (mut proc, plain) = serve_open(&[&["--tls-port", "0"], extra].concat());
     let tls_line = proc.line();
     let rest = tls_line.strip_prefix("s> init tls 127.0.0.1:").unwrap_or_else(|| panic!("TLS line: {tls_line:?}"));
     let (tls, fingerprint) = rest.split_once(" sha256 ").unwrap_or_else(|| panic!("TLS line: {tls_line:?}"));
-    Served {
-        plain: plain.parse().unwrap(),
-        tls: tls.parse().unwrap(),
-        fingerprint: fingerprint.to_string(),
-        _proc: proc,
-    }
+    Served { plain, tls: tls.parse().unwrap(), fingerprint: fingerprint.to_string(), _proc: proc }
 }
 
 /// A self-signed server whose certificate is written to `dir/cert.pem`.

@@ -13,37 +13,25 @@ use std::time::Duration;
 
 use cartero::chat::client::blocking::Client;
 use cartero::chat::{Reply, Request};
+use common::chat::{serve, serve_open};
 use common::{Proc, LIMIT};
 use tungstenite::{Message, WebSocket};
 
 /// Starts `cartero chat serve` with the browser client, both on free loopback ports;
 /// returns it, the chat port and the web port.
 fn serve_web(extra: &[&str]) -> (Proc, u16, u16) {
-    let mut args = vec![
-        "chat",
-        "serve",
-        "-p",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--web",
-        "0",
-        "--memory",
-        "--max-per-ip",
-        "0",
-        "--rate",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let mut server = Proc::start(&args);
-    let init = server.line();
-    let port = init.strip_prefix("s> init server 127.0.0.1:").unwrap_or_else(|| panic!("start line: {init:?}"));
+    let (mut server, port) = serve_open(&[&["--web", "0"], extra].concat());
+    let web = web_port(&mut server);
+    (server, port, web)
+}
+
+/// The web port, from the server's second start line.
+fn web_port(server: &mut Proc) -> u16 {
     let web = server.line();
-    let web_port = web
-        .strip_prefix("s> init web http://127.0.0.1:")
+    web.strip_prefix("s> init web http://127.0.0.1:")
         .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("web line: {web:?}"));
-    (server, port.parse().unwrap(), web_port.parse().unwrap())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("web line: {web:?}"))
 }
 
 /// A WebSocket user of `/ws`.
@@ -411,16 +399,9 @@ fn a_tab_that_stops_reading_gets_503_while_others_are_served() {
 /// HTTP 429 instead of the upgrade, and a flood over the rate gets `ERROR|429` and a close.
 #[test]
 fn browser_users_share_the_per_address_limits() {
-    let args = ["chat", "serve", "-p", "0", "--bind", "127.0.0.1", "--web", "0", "--memory"];
-    let mut server =
-        Proc::start(&[&args[..], &["--max-per-ip", "2", "--rate", "2", "--burst", "2", "--max-delay", "1s"]].concat());
-    let _ = server.line();
-    let web = server.line();
-    let web_port: u16 = web
-        .strip_prefix("s> init web http://127.0.0.1:")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("web line: {web:?}"));
+    let limits = ["--max-per-ip", "2", "--rate", "2", "--burst", "2", "--max-delay", "1s"];
+    let (mut server, _) = serve(&[&["--web", "0", "--memory"], &limits[..]].concat());
+    let web_port = web_port(&mut server);
     let mut ana = Ws::join(web_port, "ana");
     let _bea = Ws::join(web_port, "bea");
     let stream = TcpStream::connect(("127.0.0.1", web_port)).unwrap();

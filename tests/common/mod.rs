@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that run the `cartero` binary.
 #![allow(dead_code)]
 
+pub mod chat;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Write};
