@@ -211,7 +211,6 @@ fn reply_to_py(py: Python<'_>, reply: Reply) -> PyResult<Py<PyAny>> {
     Ok(tuple.unbind())
 }
 
-/// Adds the chat's classes to `cartero._native`.
 /// Starts a chat server (SPEC-chat's limits) in the background; returns a handle with `.port`
 /// and `.stop()`.
 #[pyfunction]
@@ -238,6 +237,7 @@ fn serve_chat(py: Python<'_>, port: u16, host: &str) -> PyResult<crate::Server> 
     })
 }
 
+/// Adds the chat's classes and functions to `cartero._native`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ChatClient>()?;
     m.add_function(wrap_pyfunction!(serve_chat, m)?)
