@@ -127,27 +127,30 @@ python() {
 }
 
 fuzz() {
-    echo "fuzzing the request parser for ${FUZZ_SECONDS}s over the committed corpus (fuzz/corpus)"
+    local targets=(request_parser chat_session buckets_session)
+    echo "fuzzing each target for ${FUZZ_SECONDS}s over its committed corpus (fuzz/corpus): ${targets[*]}"
     # cargo-fuzz asks for nightly features; this toolchain is stable, hence RUSTC_BOOTSTRAP and
-    # no sanitizer (the target checks its own invariants with assertions). cargo fuzz has no
+    # no sanitizer (the targets check their own invariants with assertions). cargo fuzz has no
     # --locked, so the committed fuzz/Cargo.lock is checked first: the build then leaves it as is.
     cargo fetch --locked -q --manifest-path fuzz/Cargo.toml ||
         { echo "fuzz/Cargo.lock is out of date: run cargo fetch --manifest-path fuzz/Cargo.toml and commit it"; return 1; }
-    echo "building the fuzz target (the first build compiles the crate with coverage: minutes)"
-    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build request_parser -s none) || return 1
-    local scratch log
-    scratch=$(mktemp -d)
-    log=$(mktemp)
-    # New inputs go to a scratch directory; the committed corpus is only read.
-    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_parser "$scratch" corpus/request_parser -s none -- \
-        -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1); then
-        cat "$log"
-        echo "the failing input is under fuzz/artifacts/"
+    echo "building the fuzz targets (the first build compiles the crate with coverage: minutes)"
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -s none) || return 1
+    local target scratch log
+    for target in "${targets[@]}"; do
+        scratch=$(mktemp -d)
+        log=$(mktemp)
+        # New inputs go to a scratch directory; the committed corpus is only read.
+        if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch" "corpus/$target" -s none -- \
+            -max_total_time="$FUZZ_SECONDS" >"$log" 2>&1); then
+            cat "$log"
+            echo "$target failed: the failing input is under fuzz/artifacts/$target/"
+            rm -rf "$scratch" "$log"
+            return 1
+        fi
+        echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log")"
         rm -rf "$scratch" "$log"
-        return 1
-    fi
-    grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log"
-    rm -rf "$scratch" "$log"
+    done
 }
 
 suite header header
