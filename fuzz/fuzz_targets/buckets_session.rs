@@ -48,7 +48,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!line.contains(&b'\n'), "a refusal is one line: {reply:?}");
                     // A client of the request reads the refusal as a failure.
                     if let Some(op) = rejection.op {
-                        let head = parse_reply_head(rejection.vocabulary, op, std::str::from_utf8(line).expect("UTF-8"));
+                        let head =
+                            parse_reply_head(rejection.vocabulary, op, std::str::from_utf8(line).expect("UTF-8"));
                         assert!(matches!(head, Ok(ReplyHead::Failed(_))), "{head:?} for {:?}", rejection.reason);
                     }
                     if rejection.after == After::Close {

@@ -86,15 +86,15 @@ impl Run {
         match mode {
             Mode::Framed => {
                 let lines = bytes.strip_suffix(b"\n").expect("a framed message ends in \\n");
-                for line in lines.split(|&b| b == b'\n') {
-                    assert!(parse_reply(line).is_ok(), "a reply that does not parse: {:?}", String::from_utf8_lossy(line));
-                }
+                lines.split(|&b| b == b'\n').for_each(assert_reply);
             }
-            Mode::Legacy => {
-                assert!(parse_reply(bytes).is_ok(), "a reply that does not parse: {:?}", String::from_utf8_lossy(bytes));
-            }
+            Mode::Legacy => assert_reply(bytes),
         }
     }
+}
+
+fn assert_reply(message: &[u8]) {
+    assert!(parse_reply(message).is_ok(), "a reply that does not parse: {:?}", String::from_utf8_lossy(message));
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -122,8 +122,11 @@ fuzz_target!(|data: &[u8]| {
         let id = conn.id;
         match conn.mode {
             Mode::Legacy => {
-                let frame =
-                    if bytes.len() > max_message() { Frame::TooLong } else { Frame::Line(Bytes::copy_from_slice(bytes)) };
+                let frame = if bytes.len() > max_message() {
+                    Frame::TooLong
+                } else {
+                    Frame::Line(Bytes::copy_from_slice(bytes))
+                };
                 run.handle(id, &frame, now);
             }
             Mode::Framed => {
