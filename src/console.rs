@@ -8,7 +8,6 @@
 //! it, and otherwise writes them to standard output at once.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,10 +115,9 @@ impl Input {
 
 /// A server's console: its lines go to standard output from a thread of their own, in the
 /// order given, so a slow terminal or pipe never holds up the service. When the queue is
-/// full a line is dropped and counted rather than waited for.
+/// full a line is dropped rather than waited for, and [`print`](Self::print) says so.
 pub struct ServerConsole {
     queue: SyncSender<ToPrint>,
-    dropped: AtomicU64,
 }
 
 enum ToPrint {
@@ -151,21 +149,12 @@ impl ServerConsole {
                 }
             }
         })?;
-        Ok(ServerConsole { queue: tx, dropped: AtomicU64::new(0) })
+        Ok(ServerConsole { queue: tx })
     }
 
     /// Queues `line` (without its newline); false if it was dropped, the queue being full.
     pub fn print(&self, line: String) -> bool {
-        let queued = self.queue.try_send(ToPrint::Line(line)).is_ok();
-        if !queued {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queued
-    }
-
-    /// Lines dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.try_send(ToPrint::Line(line)).is_ok()
     }
 
     /// Waits until every line queued before the call is written (a few seconds at most, in
