@@ -35,7 +35,7 @@ pub enum Command {
     /// The course chat (myChatProtocol): serve, connect, check, bench.
     #[command(subcommand)]
     Chat(crate::chat::cli::Command),
-    /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, check, help.
+    /// The bucket stores of seeds 003 and 004: serve, ls, mb, rb, upload, download, rm, check, bench, help.
     #[command(subcommand)]
     Buckets(crate::buckets::cli::Command),
     // The first release's top-level verbs, aliases of `cartero messaging <verb>`; hidden from
