@@ -29,6 +29,36 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
+/// What every `serve` verb does once its configuration is read: on a new runtime, `bind`s
+/// the server (a failure is said in one line), then `run`s it (until
+/// [`shutdown::signal`](crate::shutdown::signal), as the callers pass it).
+pub fn serve<S, E, Run>(bind: impl std::future::Future<Output = Result<S, E>>, run: impl FnOnce(S) -> Run) -> ExitCode
+where
+    E: std::fmt::Display,
+    Run: std::future::Future<Output = std::io::Result<()>>,
+{
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        let server = match bind.await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("cartero: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match run(server).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cartero: server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// Parses durations such as `5s`, `100ms` or `1m 30s`.
 pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 5s or 100ms)"))

@@ -77,24 +77,5 @@ pub fn run(args: Args) -> ExitCode {
         max_connections: args.max_connections,
         console: true,
     };
-    let runtime = match crate::cli::common::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(async {
-        let server = match Server::bind(config).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("cartero: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match server.run(crate::shutdown::signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("cartero: server failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    crate::cli::common::serve(Server::bind(config), |server| server.run(crate::shutdown::signal()))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::chat::engine::Limits;
 use crate::chat::limits::Rate;
-use crate::chat::server::{Server, ServerConfig};
+use crate::chat::server::{Server, ServerConfig, ServerError};
 use crate::chat::tls::{SelfSigned, ServerTls, TlsError, TlsPort};
 
 #[derive(clap::Args)]
@@ -142,30 +142,12 @@ pub fn run(args: Args) -> ExitCode {
         }),
         ..ServerConfig::new(SocketAddr::new(args.bind, args.port))
     };
-    let runtime = match crate::cli::common::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(async {
-        let mut server = match Server::bind(config).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("cartero: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let bind = async move {
+        let mut server = Server::bind(config).await?;
         if let Some(port) = args.web {
-            if let Err(e) = server.bind_web(SocketAddr::new(args.bind, port)).await {
-                eprintln!("cartero: {e}");
-                return ExitCode::FAILURE;
-            }
+            server.bind_web(SocketAddr::new(args.bind, port)).await?;
         }
-        match server.run(crate::shutdown::signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("cartero: server failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+        Ok::<_, ServerError>(server)
+    };
+    crate::cli::common::serve(bind, |server| server.run(crate::shutdown::signal()))
 }

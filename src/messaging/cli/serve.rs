@@ -124,24 +124,5 @@ pub fn run(args: Args) -> ExitCode {
         // SPEC 8, Part 3: the statement names the variable.
         log_rpc: std::env::var("LOG_RPC_IP").ok().filter(|h| !h.trim().is_empty()),
     };
-    let runtime = match crate::cli::common::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(async {
-        let server = match Server::bind(config.clone()).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("cartero: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match server.run(crate::shutdown::signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("cartero: server failed: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    crate::cli::common::serve(Server::bind(config), |server| server.run(crate::shutdown::signal()))
 }
