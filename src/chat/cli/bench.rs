@@ -956,6 +956,11 @@ mod floor {
             .spawn()
             .map_err(|e| format!("cannot start the far end: {e}"))?;
         let result = write_rounds(n, &listener, &mut holder);
+        if result.is_err() {
+            // It may still be connecting to the listener, whose backlog nobody drains now:
+            // waiting for it to see its input end could take minutes of SYN retries.
+            let _ = holder.kill();
+        }
         // Its standard input ends: the far end lets its connections go and exits.
         drop(holder.stdin.take());
         let _ = holder.wait();
