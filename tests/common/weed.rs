@@ -179,7 +179,12 @@ impl Weed {
         let store = self.store(bucket);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            store.put(&Path::from("made"), PutPayload::from("x")).await.unwrap();
+            // A new bucket is a new collection, whose volumes SeaweedFS grows on this write; it
+            // answers 500 when it cannot, as when the disk is nearly full.
+            if let Err(e) = store.put(&Path::from("made"), PutPayload::from("x")).await {
+                let log = self.data.join("weed.log");
+                panic!("cannot make bucket {bucket} (is the disk nearly full?): {e}; log in {}", log.display());
+            }
             store.delete(&Path::from("made")).await.unwrap();
         });
     }
